@@ -1,0 +1,161 @@
+"""Every environment variable batchsite reads, parsed strictly in one place.
+
+A typo in a production environment (``DEBUG=ture``, ``BATCHSITE_CHUNK_SIZE=5k``)
+must stop startup with a message naming the variable, not silently fall back
+to a default: a worker that quietly runs with the wrong limits is worse than
+one that refuses to start.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class EnvError(ImproperlyConfigured):
+    pass
+
+
+class Reader:
+    """Reads typed values from a mapping (os.environ by default)."""
+
+    def __init__(self, source: Mapping[str, str] | None = None) -> None:
+        self.env = environ.Env()
+        if source is not None:
+            self.env.ENVIRON = dict(source)
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.ENVIRON.get(name)
+        return None if value is None else value.strip()
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+        value = self.raw(name)
+        if value is None or value == "":
+            return default
+        try:
+            return parse(value)
+        except (ValueError, TypeError) as exc:
+            raise EnvError(f"{name}={value!r} is not valid: expected {expected} ({exc})") from None
+
+    def str(self, name: str, default: str) -> str:
+        return self._parse(name, default, lambda v: v, "a string")
+
+    def bool(self, name: str, default: bool) -> bool:
+        def parse(v: str) -> bool:
+            low = v.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError("use 1/0, true/false, yes/no or on/off")
+
+        return self._parse(name, default, parse, "a boolean")
+
+    def int(self, name: str, default: int, minimum: int = 0) -> int:
+        def parse(v: str) -> int:
+            number = int(v.replace("_", ""))
+            if number < minimum:
+                raise ValueError(f"must be >= {minimum}")
+            return number
+
+        return self._parse(name, default, parse, "a whole number")
+
+    def float(self, name: str, default: float, minimum: float = 0.0) -> float:
+        def parse(v: str) -> float:
+            number = float(v)
+            if number < minimum:
+                raise ValueError(f"must be >= {minimum}")
+            return number
+
+        return self._parse(name, default, parse, "a number")
+
+    def list(self, name: str, default: list[str]) -> list[str]:
+        def parse(v: str) -> list[str]:
+            items = [item.strip() for item in v.split(",") if item.strip()]
+            if not items:
+                raise ValueError("the list is empty")
+            return items
+
+        return self._parse(name, default, parse, "a comma-separated list")
+
+    def database(self, name: str, default: str) -> dict[str, Any]:
+        url = self.str(name, default)
+        try:
+            config = self.env.db_url_config(url)
+        except Exception as exc:  # django-environ raises several types here
+            raise EnvError(f"{name}={url!r} is not a database URL ({exc})") from None
+        engine = config.get("ENGINE", "")
+        if engine not in {"django.db.backends.sqlite3", "django.db.backends.postgresql"}:
+            raise EnvError(
+                f"{name}={url!r}: only sqlite:/// and postgres:// URLs are supported"
+            )
+        return dict(config)
+
+
+@dataclass(frozen=True)
+class Limits:
+    chunk_size: int
+    max_requests_per_batch: int
+    max_queued_batches: int
+    max_queued_requests: int
+    max_upload_bytes: int
+    max_line_bytes: int
+    max_validation_errors: int
+    completion_windows: tuple[str, ...]
+
+
+def parse_window(window: str) -> int:
+    """Seconds in a completion window such as ``24h`` (OpenAI's only value)."""
+    if len(window) < 2 or window[-1] not in "hd" or not window[:-1].isdigit():
+        raise ValueError(f"{window!r}: use hours or days, such as 24h or 7d")
+    return int(window[:-1]) * (3600 if window[-1] == "h" else 86400)
+
+
+def read_limits(reader: Reader) -> Limits:
+    windows = reader.list("BATCHSITE_COMPLETION_WINDOWS", ["24h"])
+    for window in windows:
+        try:
+            parse_window(window)
+        except ValueError as exc:
+            raise EnvError(f"BATCHSITE_COMPLETION_WINDOWS: {exc}") from None
+    return Limits(
+        chunk_size=reader.int("BATCHSITE_CHUNK_SIZE", 5000, minimum=1),
+        max_requests_per_batch=reader.int("BATCHSITE_MAX_REQUESTS_PER_BATCH", 50_000, minimum=1),
+        max_queued_batches=reader.int("BATCHSITE_MAX_QUEUED_BATCHES", 10, minimum=1),
+        max_queued_requests=reader.int("BATCHSITE_MAX_QUEUED_REQUESTS", 500_000, minimum=1),
+        max_upload_bytes=reader.int("BATCHSITE_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1),
+        max_line_bytes=reader.int("BATCHSITE_MAX_LINE_BYTES", 10 * 1024 * 1024, minimum=64),
+        max_validation_errors=reader.int("BATCHSITE_MAX_VALIDATION_ERRORS", 100, minimum=1),
+        completion_windows=tuple(windows),
+    )
+
+
+def secret_key(reader: Reader, data_dir: Path) -> str:
+    """SECRET_KEY from the environment, else one generated once under the data dir.
+
+    A laptop install must start without any configuration, but a key that
+    changes on every start would log everybody out of the admin, so it is kept.
+    """
+    value = reader.raw("SECRET_KEY")
+    if value:
+        if len(value) < 32:
+            raise EnvError("SECRET_KEY is too short: use at least 32 characters")
+        return value
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()

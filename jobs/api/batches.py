@@ -1,0 +1,132 @@
+"""/v1/batches: create (JSON, or multipart with the file), list, retrieve, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs.api.common import UnixTimeField, cursor_page, int_param, list_body, unix
+from jobs.api.files import get_file
+from jobs.models import Batch
+from jobs.services import batches as batch_service
+from jobs.services.batches import BatchRequest
+
+
+class BatchOutputSerializer(serializers.ModelSerializer):
+    """Every field of OpenAI's Batch object, then batchsite's queue fields."""
+
+    object = serializers.SerializerMethodField()
+    input_file_id = serializers.CharField(read_only=True)
+    output_file_id = serializers.CharField(read_only=True)
+    error_file_id = serializers.CharField(read_only=True)
+    request_counts = serializers.SerializerMethodField()
+    created_at = UnixTimeField()
+    in_progress_at = UnixTimeField()
+    expires_at = UnixTimeField()
+    finalizing_at = UnixTimeField()
+    completed_at = UnixTimeField()
+    failed_at = UnixTimeField()
+    expired_at = UnixTimeField()
+    cancelling_at = UnixTimeField()
+    cancelled_at = UnixTimeField()
+    started_at = UnixTimeField()
+    queue_position = serializers.SerializerMethodField()
+    progress_percent = serializers.FloatField(read_only=True)
+    estimated_completion_time = serializers.SerializerMethodField()
+    webhook_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Batch
+        fields = [
+            "id", "object", "endpoint", "errors", "input_file_id", "completion_window", "status",
+            "output_file_id", "error_file_id", "created_at", "in_progress_at", "expires_at",
+            "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at",
+            "request_counts", "metadata", "model", "usage",
+            "queue_position", "progress_percent", "estimated_completion_time", "started_at", "webhook_url",
+        ]
+
+    def get_object(self, obj: Batch) -> str:
+        return "batch"
+
+    def get_request_counts(self, obj: Batch) -> dict[str, int]:
+        return {"total": obj.total, "completed": obj.completed, "failed": obj.failed}
+
+    def get_queue_position(self, obj: Batch) -> int | None:
+        positions = self.context.get("positions")
+        if positions is None:
+            positions = batch_service.queue_positions()
+        return positions.get(obj.id)
+
+    def get_estimated_completion_time(self, obj: Batch) -> int | None:
+        return unix(getattr(obj, "estimated_completion", None))
+
+    def get_webhook_url(self, obj: Batch) -> str | None:
+        return obj.webhook_url or None
+
+
+def batch_body(batch: Batch) -> dict[str, Any]:
+    return BatchOutputSerializer(batch).data
+
+
+class BatchListApi(APIView):
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    class CreateInputSerializer(serializers.Serializer):
+        input_file_id = serializers.CharField(required=False)
+        file = serializers.FileField(required=False, allow_empty_file=True)
+        endpoint = serializers.CharField(required=False)
+        model = serializers.CharField(required=False)
+        completion_window = serializers.CharField(required=False, default="24h")
+        metadata = serializers.JSONField(required=False, allow_null=True)
+        webhook_url = serializers.URLField(required=False, allow_blank=True, default="")
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            has_id, has_file = "input_file_id" in attrs, "file" in attrs
+            if has_id == has_file:
+                raise serializers.ValidationError(
+                    {"input_file_id": "Give either input_file_id (JSON) or file (multipart upload), not both."})
+            if has_id and "endpoint" not in attrs:
+                raise serializers.ValidationError({"endpoint": "This field is required."})
+            if has_file and "model" not in attrs:
+                raise serializers.ValidationError({"model": "This field is required with file."})
+            return attrs
+
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        rows, has_more = cursor_page(Batch.objects.owned_by(request.user), params.get("after"),
+                                     int_param(params, "limit", 20, 1, 100), True, "batch")
+        context = {"positions": batch_service.queue_positions()}
+        return Response(list_body(BatchOutputSerializer(rows, many=True, context=context).data, has_more))
+
+    def post(self, request: Request) -> Response:
+        serializer = self.CreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        req = BatchRequest(
+            endpoint=data.get("endpoint"),
+            completion_window=data["completion_window"],
+            metadata=batch_service.check_metadata(data.get("metadata")),
+            model=data.get("model"),
+            webhook_url=data["webhook_url"],
+        )
+        if "file" in data:
+            batch = batch_service.create_batch_from_upload(request.user, data["file"], req)
+        else:
+            batch = batch_service.create_batch(request.user, get_file(request.user, data["input_file_id"]), req)
+        return Response(batch_body(batch))
+
+
+class BatchDetailApi(APIView):
+    def get(self, request: Request, batch_id: str) -> Response:
+        return Response(batch_body(batch_service.get_batch(request.user, batch_id)))
+
+
+class BatchCancelApi(APIView):
+    def post(self, request: Request, batch_id: str) -> Response:
+        batch = batch_service.cancel_batch(batch_service.get_batch(request.user, batch_id))
+        return Response(batch_body(batch))

@@ -1,0 +1,153 @@
+"""Every error under /v1/ in OpenAI's shape: {"error": {message, type, param, code}}.
+
+The openai SDK builds its exception from this body (``e.code``, ``e.param``,
+``e.message``), so DRF's own errors, Django's 404/500 pages and unexpected
+exceptions are all translated, not only the ones our views raise.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(exceptions.APIException):
+    """An error with OpenAI's fields; raise it from services and views alike."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = status.HTTP_400_BAD_REQUEST,
+        code: str | None = None,
+        param: str | None = None,
+        type: str | None = None,
+    ) -> None:
+        super().__init__(detail=message)
+        self.status_code = status_code
+        self.message = message
+        self.error_code = code
+        self.param = param
+        self.error_type = type or _type_for(status_code)
+
+
+def _type_for(status_code: int) -> str:
+    if status_code == 401:
+        return "authentication_error"
+    if status_code == 429:
+        return "rate_limit_error"
+    if status_code >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def error_body(message: str, status_code: int, code: str | None = None, param: str | None = None,
+               type: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type or _type_for(status_code), "param": param, "code": code}}
+
+
+def not_found_error(kind: str, object_id: str, param: str = "id") -> ApiError:
+    return ApiError(f"No such {kind}: '{object_id}'", status_code=404, code="not_found", param=param)
+
+
+def _first_validation_message(detail: Any, prefix: str = "") -> tuple[str, str | None]:
+    """The first field error of a DRF ValidationError, as (message, param)."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            param = key if key != "non_field_errors" else None
+            name = f"{prefix}.{key}" if prefix and param else (param or prefix)
+            message, inner = _first_validation_message(value, name or "")
+            return message, inner or name or None
+    if isinstance(detail, list) and detail:
+        return _first_validation_message(detail[0], prefix)
+    text = str(detail)
+    if prefix:
+        return f"Invalid '{prefix}': {text}", prefix
+    return text, None
+
+
+_CODES = {
+    exceptions.NotAuthenticated: "missing_api_key",
+    exceptions.AuthenticationFailed: "invalid_api_key",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.ParseError: "invalid_request_body",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.Throttled: "rate_limit_exceeded",
+    exceptions.NotAcceptable: "not_acceptable",
+}
+
+
+def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # not an API exception: ApiErrorMiddleware answers with a 500
+    if isinstance(exc, ApiError):
+        body = error_body(exc.message, exc.status_code, exc.error_code, exc.param, exc.error_type)
+    elif isinstance(exc, exceptions.ValidationError):
+        message, param = _first_validation_message(exc.detail)
+        body = error_body(message, response.status_code, "invalid_value", param)
+    else:
+        if isinstance(exc, exceptions.NotAuthenticated):
+            message = (
+                "You didn't provide an API key. Send it in the Authorization header "
+                "as 'Authorization: Bearer YOUR_KEY'."
+            )
+        else:
+            message = str(getattr(exc, "detail", exc))
+        code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), None)
+        body = error_body(message, response.status_code, code)
+    response.data = body
+    return response
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/v1/") or request.path == "/v1"
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(
+            error_body(f"Unknown request URL: {request.method} {request.path}.", 404, "unknown_url"),
+            status=404,
+        )
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception or Http404())
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(
+            error_body("The server had an error while processing your request.", 500, "server_error"),
+            status=500,
+        )
+    from django.views.defaults import server_error as django_server_error
+
+    return django_server_error(request)
+
+
+class ApiErrorMiddleware:
+    """Unexpected exceptions under /v1/ become an OpenAI-shaped 500, even with DEBUG on."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not _is_api(request) or isinstance(exception, Http404):
+            return None
+        log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exception)
+        return server_error(request)

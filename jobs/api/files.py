@@ -1,0 +1,93 @@
+"""/v1/files: upload, list, retrieve, content, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import FileResponse
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs.api.common import UnixTimeField, cursor_page, int_param, list_body
+from jobs.api.errors import ApiError, not_found_error
+from jobs.models import File
+from jobs.services import files as file_service
+
+
+class FileOutputSerializer(serializers.ModelSerializer):
+    object = serializers.SerializerMethodField()
+    created_at = UnixTimeField()
+    status = serializers.SerializerMethodField()
+    expires_at = serializers.SerializerMethodField()
+    status_details = serializers.SerializerMethodField()
+
+    class Meta:
+        model = File
+        fields = ["id", "object", "bytes", "created_at", "expires_at", "filename", "purpose", "status",
+                  "status_details"]
+
+    def get_object(self, obj: File) -> str:
+        return "file"
+
+    def get_status(self, obj: File) -> str:
+        return "processed"  # files are stored whole before the response is sent
+
+    def get_expires_at(self, obj: File) -> None:
+        return None
+
+    def get_status_details(self, obj: File) -> None:
+        return None
+
+
+def get_file(user: Any, file_id: str) -> File:
+    file = File.objects.owned_by(user).filter(pk=file_id).first()
+    if file is None:
+        raise not_found_error("file", file_id, "file_id")
+    return file
+
+
+class FileListApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    class CreateInputSerializer(serializers.Serializer):
+        file = serializers.FileField(allow_empty_file=True)
+        purpose = serializers.CharField()
+
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        order = params.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise ApiError("Invalid 'order': use 'asc' or 'desc'.", param="order", code="invalid_value")
+        queryset = File.objects.owned_by(request.user)
+        if params.get("purpose"):
+            queryset = queryset.filter(purpose=params["purpose"])
+        rows, has_more = cursor_page(queryset, params.get("after"), int_param(params, "limit", 10000, 1, 10000),
+                                     order == "desc", "file")
+        return Response(list_body(FileOutputSerializer(rows, many=True).data, has_more))
+
+    def post(self, request: Request) -> Response:
+        serializer = self.CreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        file = file_service.store_upload(request.user, serializer.validated_data["file"],
+                                         serializer.validated_data["purpose"])
+        return Response(FileOutputSerializer(file).data)
+
+
+class FileDetailApi(APIView):
+    def get(self, request: Request, file_id: str) -> Response:
+        return Response(FileOutputSerializer(get_file(request.user, file_id)).data)
+
+    def delete(self, request: Request, file_id: str) -> Response:
+        file = get_file(request.user, file_id)
+        file_service.delete_file(file)
+        return Response({"id": file_id, "object": "file", "deleted": True})
+
+
+class FileContentApi(APIView):
+    def get(self, request: Request, file_id: str) -> FileResponse:
+        file = get_file(request.user, file_id)
+        return FileResponse(file_service.open_content(file), content_type="application/octet-stream",
+                            as_attachment=True, filename=file.filename)

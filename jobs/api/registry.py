@@ -1,0 +1,32 @@
+"""/v1/models: the models an operator enabled, in OpenAI's list shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs.api.common import unix
+from jobs.api.errors import ApiError
+from jobs.models import RegisteredModel
+
+
+def model_body(entry: RegisteredModel) -> dict[str, Any]:
+    return {"id": entry.name, "object": "model", "created": unix(entry.created_at), "owned_by": "batchsite",
+            "endpoints": entry.endpoints}
+
+
+class ModelListApi(APIView):
+    def get(self, request: Request) -> Response:
+        return Response({"object": "list", "data": [model_body(m) for m in RegisteredModel.objects.enabled()]})
+
+
+class ModelDetailApi(APIView):
+    def get(self, request: Request, model: str) -> Response:
+        entry = RegisteredModel.objects.enabled().filter(name=model).first()
+        if entry is None:
+            raise ApiError(f"The model '{model}' does not exist", status_code=404, code="model_not_found",
+                           param="model")
+        return Response(model_body(entry))

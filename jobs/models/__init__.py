@@ -1,0 +1,28 @@
+from jobs.models.batches import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    Batch,
+    BatchStatus,
+    Chunk,
+    ChunkStatus,
+)
+from jobs.models.files import File, FilePurpose
+from jobs.models.keys import ApiKey
+from jobs.models.registry import ENDPOINT_KINDS, RegisteredModel
+from jobs.models.workers import Worker, WorkerState
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "ENDPOINT_KINDS",
+    "TERMINAL_STATUSES",
+    "ApiKey",
+    "Batch",
+    "BatchStatus",
+    "Chunk",
+    "ChunkStatus",
+    "File",
+    "FilePurpose",
+    "RegisteredModel",
+    "Worker",
+    "WorkerState",
+]

@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from jobs.models.files import File
+from jobs.models.ids import new_batch_id
+
+
+class BatchStatus(models.TextChoices):
+    # OpenAI's values only, so SDK polling loops (which test for these) behave.
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = (
+    BatchStatus.VALIDATING,
+    BatchStatus.IN_PROGRESS,
+    BatchStatus.FINALIZING,
+    BatchStatus.CANCELLING,
+)
+TERMINAL_STATUSES = (
+    BatchStatus.FAILED,
+    BatchStatus.COMPLETED,
+    BatchStatus.EXPIRED,
+    BatchStatus.CANCELLED,
+)
+
+
+class BatchQuerySet(models.QuerySet["Batch"]):
+    def owned_by(self, user: object) -> BatchQuerySet:
+        return self.filter(owner=user)
+
+    def active(self) -> BatchQuerySet:
+        """Accepted and not yet finished: what counts against the queue limits."""
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def terminal(self) -> BatchQuerySet:
+        return self.filter(status__in=TERMINAL_STATUSES)
+
+    def in_queue_order(self) -> BatchQuerySet:
+        return self.order_by("created_at", "id")
+
+
+class Batch(models.Model):
+    id = models.CharField(primary_key=True, max_length=64, default=new_batch_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
+    endpoint = models.CharField(max_length=64)
+    model = models.CharField(max_length=200, help_text="API name of the registered model")
+    # Files keep their ids on the batch after a user deletes them, as OpenAI's
+    # batches do, hence no database constraint and no cascade.
+    input_file = models.ForeignKey(
+        File, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    output_file = models.ForeignKey(
+        File, on_delete=models.DO_NOTHING, db_constraint=False, null=True, blank=True, related_name="+"
+    )
+    error_file = models.ForeignKey(
+        File, on_delete=models.DO_NOTHING, db_constraint=False, null=True, blank=True, related_name="+"
+    )
+    completion_window = models.CharField(max_length=16, default="24h")
+    status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.VALIDATING)
+    errors = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(null=True, blank=True)
+    usage = models.JSONField(null=True, blank=True)
+    webhook_url = models.URLField(max_length=2000, blank=True)
+
+    total = models.IntegerField(default=0)
+    completed = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    in_progress_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker first claimed it")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    finalizing_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+    cancelling_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BatchQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "batches"
+        indexes = [
+            models.Index(fields=["owner", "created_at"]),
+            models.Index(fields=["status", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def progress_percent(self) -> float:
+        if not self.total:
+            return 100.0 if self.status == BatchStatus.COMPLETED else 0.0
+        return round(100.0 * (self.completed + self.failed) / self.total, 2)
+
+    def _move_to(self, status: str, stamp_field: str, now: datetime | None = None, **extra: Any) -> None:
+        self.status = status
+        setattr(self, stamp_field, now or timezone.now())
+        for field, value in extra.items():
+            setattr(self, field, value)
+        self.save(update_fields=["status", stamp_field, *extra])
+
+    def mark_failed(self, errors: dict[str, Any]) -> None:
+        self._move_to(BatchStatus.FAILED, "failed_at", errors=errors)
+
+    def mark_in_progress(self) -> None:
+        self._move_to(BatchStatus.IN_PROGRESS, "in_progress_at")
+
+    def mark_cancelling(self) -> None:
+        self._move_to(BatchStatus.CANCELLING, "cancelling_at")
+
+    def mark_cancelled(self) -> None:
+        self._move_to(BatchStatus.CANCELLED, "cancelled_at")
+
+
+class ChunkStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ChunkQuerySet(models.QuerySet["Chunk"]):
+    def pending(self) -> ChunkQuerySet:
+        return self.filter(status=ChunkStatus.PENDING)
+
+    def running(self) -> ChunkQuerySet:
+        return self.filter(status=ChunkStatus.RUNNING)
+
+    def unfinished(self) -> ChunkQuerySet:
+        return self.filter(status__in=(ChunkStatus.PENDING, ChunkStatus.RUNNING))
+
+    def in_queue_order(self) -> ChunkQuerySet:
+        return self.order_by("batch__created_at", "batch_id", "index")
+
+
+class Chunk(models.Model):
+    """A contiguous run of a batch's input lines: the unit a worker claims.
+
+    The byte range lets a worker seek straight to its lines instead of reading
+    the input file from the start.
+    """
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="chunks")
+    index = models.IntegerField()
+    first_line = models.IntegerField(help_text="1-based line number of the chunk's first line in the input")
+    start_byte = models.BigIntegerField()
+    end_byte = models.BigIntegerField()
+    request_count = models.IntegerField()
+    status = models.CharField(max_length=20, choices=ChunkStatus.choices, default=ChunkStatus.PENDING)
+    worker = models.ForeignKey("jobs.Worker", on_delete=models.SET_NULL, null=True, blank=True)
+    attempts = models.IntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    completed = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    usage = models.JSONField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    objects = ChunkQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["batch", "index"]
+        constraints = [models.UniqueConstraint(fields=["batch", "index"], name="chunk_unique_index")]
+        indexes = [models.Index(fields=["status", "batch", "index"])]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}#{self.index}"

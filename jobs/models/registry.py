@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from django.db import models
+
+# The batch endpoints a model can serve, keyed by OpenAI URL.
+ENDPOINT_KINDS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+
+
+class RegisteredModelQuerySet(models.QuerySet["RegisteredModel"]):
+    def enabled(self) -> RegisteredModelQuerySet:
+        return self.filter(enabled=True)
+
+
+class RegisteredModel(models.Model):
+    """A model an operator has made available to batches, under its API name."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="API name clients send as body.model")
+    source = models.CharField(max_length=500, help_text="Local path or hub id the engine loads")
+    endpoints = models.JSONField(
+        default=list, help_text='Endpoint kinds: any of "chat", "completions", "embeddings"'
+    )
+    engine_options = models.JSONField(
+        default=dict, blank=True, help_text="Passed to vLLM (max_model_len, dtype, ...)"
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = RegisteredModelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def serves(self, endpoint: str) -> bool:
+        return ENDPOINT_KINDS.get(endpoint) in self.endpoints

@@ -1,0 +1,178 @@
+"""Creating, queueing and cancelling batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import File as DjangoFile
+from django.db import connection, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from batchsite.env import parse_window
+from jobs.api.errors import ApiError, not_found_error
+from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, File, RegisteredModel
+from jobs.services import files as file_service
+from jobs.services.validation import ValidationResult, validate_input
+
+# Any constant works: it only has to be the same number in every process.
+_QUEUE_LOCK_KEY = 0x62617463  # "batc"
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    endpoint: str | None
+    completion_window: str
+    metadata: dict[str, str] | None = None
+    model: str | None = None
+    webhook_url: str = ""
+
+
+def check_metadata(metadata: Any) -> dict[str, str] | None:
+    """OpenAI's rules: up to 16 string pairs, keys up to 64 and values up to 512 characters."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise ApiError("metadata must be an object of string keys and values.", param="metadata",
+                       code="invalid_metadata")
+    if len(metadata) > 16:
+        raise ApiError("metadata may have at most 16 keys.", param="metadata", code="invalid_metadata")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or len(key) > 64:
+            raise ApiError(f"metadata key {key!r} must be a string of at most 64 characters.",
+                           param="metadata", code="invalid_metadata")
+        if not isinstance(value, str) or len(value) > 512:
+            raise ApiError(f"metadata[{key!r}] must be a string of at most 512 characters.",
+                           param="metadata", code="invalid_metadata")
+    return metadata
+
+
+def check_request(req: BatchRequest) -> None:
+    windows = settings.BATCHSITE.completion_windows
+    if req.completion_window not in windows:
+        raise ApiError(f"completion_window must be one of: {', '.join(windows)}; got {req.completion_window!r}.",
+                       param="completion_window", code="invalid_completion_window")
+    if req.endpoint is not None and req.endpoint not in ENDPOINT_KINDS:
+        raise ApiError(f"endpoint must be one of: {', '.join(ENDPOINT_KINDS)}; got {req.endpoint!r}.",
+                       param="endpoint", code="invalid_endpoint")
+    if req.model is not None:
+        entry = RegisteredModel.objects.enabled().filter(name=req.model).first()
+        if entry is None:
+            raise ApiError(f"The model {req.model!r} does not exist or is not enabled here; "
+                           "GET /v1/models lists the models you can use.",
+                           status_code=404, param="model", code="model_not_found")
+        if req.endpoint is not None and not entry.serves(req.endpoint):
+            raise ApiError(f"The model {req.model!r} does not serve {req.endpoint}.",
+                           param="model", code="model_not_supported")
+
+
+def check_queue_limits(new_requests: int) -> None:
+    """Refuse work the queue has no room for (429), before anything is stored."""
+    limits = settings.BATCHSITE
+    queued = Batch.objects.active().count()
+    if queued >= limits.max_queued_batches:
+        raise ApiError(
+            f"The queue is full: {queued} batches are waiting or running, the most allowed "
+            f"(BATCHSITE_MAX_QUEUED_BATCHES={limits.max_queued_batches}). Try again when one finishes.",
+            status_code=429, code="queue_full")
+    waiting = Chunk.objects.unfinished().filter(batch__status__in=[BatchStatus.IN_PROGRESS]).aggregate(
+        n=Sum("request_count"))["n"] or 0
+    if waiting + new_requests > limits.max_queued_requests:
+        raise ApiError(
+            f"The queue holds {waiting} requests; {new_requests} more would pass the limit of "
+            f"{limits.max_queued_requests} (BATCHSITE_MAX_QUEUED_REQUESTS). Try again later.",
+            status_code=429, code="too_many_queued_requests")
+
+
+def _lock_queue() -> None:
+    # On SQLite the IMMEDIATE transaction already serialises writers; on
+    # PostgreSQL two creations could both pass the limit check without this.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_QUEUE_LOCK_KEY])
+
+
+def _validate(input_file: File, req: BatchRequest) -> ValidationResult:
+    with file_service.open_content(input_file) as fh:
+        return validate_input(fh, req.endpoint, req.model, settings.BATCHSITE)
+
+
+def create_batch(owner: Any, input_file: File, req: BatchRequest) -> Batch:
+    """Validate the input (streaming) and queue a batch, or store it as failed."""
+    check_request(req)
+    if input_file.purpose != "batch":
+        raise ApiError(f"File {input_file.id} has purpose {input_file.purpose!r}; a batch input "
+                       "needs purpose 'batch'.", param="input_file_id", code="invalid_file_purpose")
+    check_queue_limits(0)
+    result = _validate(input_file, req)
+    now = timezone.now()
+    fields: dict[str, Any] = dict(
+        owner=owner, input_file=input_file, completion_window=req.completion_window,
+        metadata=req.metadata, webhook_url=req.webhook_url, created_at=now,
+        endpoint=result.endpoint or req.endpoint or "", model=result.model or req.model or "",
+        expires_at=now + timedelta(seconds=parse_window(req.completion_window)),
+    )
+    if not result.ok:
+        # OpenAI's behaviour: the batch exists, failed, with the line errors.
+        errors = result.errors_object(settings.BATCHSITE.max_validation_errors)
+        return Batch.objects.create(status=BatchStatus.FAILED, failed_at=now, errors=errors, **fields)
+    with transaction.atomic():
+        _lock_queue()
+        check_queue_limits(result.total)
+        batch = Batch.objects.create(status=BatchStatus.IN_PROGRESS, in_progress_at=now,
+                                     total=result.total, **fields)
+        Chunk.objects.bulk_create(
+            [Chunk(batch=batch, index=s.index, first_line=s.first_line, start_byte=s.start_byte,
+                   end_byte=s.end_byte, request_count=s.request_count) for s in result.chunks],
+            batch_size=500,
+        )
+    return batch
+
+
+def create_batch_from_upload(owner: Any, upload: DjangoFile, req: BatchRequest) -> Batch:
+    """The one-call shortcut: upload and create. A refused batch leaves no file behind."""
+    check_request(req)
+    check_queue_limits(0)
+    input_file = file_service.store_upload(owner, upload, "batch")
+    try:
+        return create_batch(owner, input_file, req)
+    except ApiError:
+        file_service.delete_file(input_file)
+        raise
+
+
+def get_batch(owner: Any, batch_id: str) -> Batch:
+    batch = Batch.objects.owned_by(owner).filter(pk=batch_id).first()
+    if batch is None:
+        raise not_found_error("batch", batch_id, "batch_id")
+    return batch
+
+
+def cancel_batch(batch: Batch) -> Batch:
+    """Queued: cancelled at once. Running: cancelling, and the worker finishes it."""
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().get(pk=batch.pk)
+        if batch.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+            return batch  # cancel is idempotent, as OpenAI's is
+        if batch.status not in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS):
+            raise ApiError(f"Cannot cancel a batch with status '{batch.status}'.",
+                           status_code=409, code="batch_not_cancellable", param="batch_id")
+        started = batch.chunks.exclude(status=ChunkStatus.PENDING).exists()
+        if started:
+            batch.mark_cancelling()
+        else:
+            batch.chunks.pending().update(status=ChunkStatus.CANCELLED)
+            batch.mark_cancelled()
+    return batch
+
+
+def queue_positions() -> dict[str, int]:
+    """Batches still to run, oldest first: 0 is the one workers take next (or run now).
+
+    The queue is bounded by BATCHSITE_MAX_QUEUED_BATCHES, so this is one small query.
+    """
+    ids = Batch.objects.filter(status=BatchStatus.IN_PROGRESS).in_queue_order().values_list("id", flat=True)
+    return {batch_id: position for position, batch_id in enumerate(ids)}

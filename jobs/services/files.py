@@ -1,0 +1,77 @@
+"""Stored files: upload, read, delete."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.files.base import File as DjangoFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from jobs.api.errors import ApiError
+from jobs.models import Batch, File, FilePurpose
+from jobs.models.ids import new_file_id
+
+UPLOAD_PURPOSES = {FilePurpose.BATCH.value}
+
+
+def _storage_name(file_id: str) -> str:
+    # Two levels of fan-out keep directories small at millions of files.
+    return f"{file_id[5:7]}/{file_id}.jsonl"
+
+
+def store_upload(owner: Any, upload: DjangoFile, purpose: str) -> File:
+    """Save an uploaded file. The upload is already a temp file on the data volume."""
+    if purpose not in UPLOAD_PURPOSES:
+        raise ApiError(
+            f"Invalid purpose {purpose!r}: files uploaded here are for batches, use purpose 'batch'.",
+            code="invalid_purpose",
+            param="purpose",
+        )
+    file_id = new_file_id()
+    name = os.path.basename(upload.name or "input.jsonl")[:255] or "input.jsonl"
+    stored = default_storage.save(_storage_name(file_id), upload)
+    try:
+        return File.objects.create(
+            id=file_id,
+            owner=owner,
+            purpose=purpose,
+            filename=name,
+            bytes=default_storage.size(stored),
+            storage_name=stored,
+        )
+    except BaseException:
+        default_storage.delete(stored)
+        raise
+
+
+def save_generated(owner: Any, purpose: str, filename: str, path: str) -> File:
+    """Register a file a worker wrote (an output or error file) by moving it into storage."""
+    file_id = new_file_id()
+    with open(path, "rb") as fh:
+        stored = default_storage.save(_storage_name(file_id), DjangoFile(fh, name=filename))
+    return File.objects.create(
+        id=file_id, owner=owner, purpose=purpose, filename=filename,
+        bytes=default_storage.size(stored), storage_name=stored,
+    )
+
+
+def open_content(file: File) -> Any:
+    return default_storage.open(file.storage_name, "rb")
+
+
+def delete_file(file: File) -> None:
+    """Delete a file unless a batch that has not finished still reads it."""
+    with transaction.atomic():
+        if Batch.objects.active().filter(input_file=file).exists():
+            raise ApiError(
+                f"File {file.id} is the input of a batch that has not finished; "
+                "cancel the batch or wait for it before deleting the file.",
+                status_code=409,
+                code="file_in_use",
+                param="file_id",
+            )
+        file.delete()
+    # After the row is gone for good: a failed delete must not lose the bytes.
+    default_storage.delete(file.storage_name)

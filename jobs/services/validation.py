@@ -1,0 +1,206 @@
+"""Streaming validation of a batch input file.
+
+One pass over the file, line by line, holding only a digest per custom_id: a
+200 MB upload validates in a few MB of memory. The pass also records where
+each chunk's lines start and end, so workers can seek straight to their lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from batchsite.env import Limits
+from jobs.api.errors import ApiError
+from jobs.models import ENDPOINT_KINDS, RegisteredModel
+from jobs.services.jsonl import iter_lines
+
+ALLOWED_KEYS = frozenset({"custom_id", "method", "url", "body"})
+
+
+@dataclass(frozen=True)
+class ChunkSpan:
+    index: int
+    first_line: int
+    start_byte: int
+    end_byte: int
+    request_count: int
+
+
+@dataclass
+class ValidationResult:
+    endpoint: str | None
+    model: str | None
+    total: int = 0
+    chunks: list[ChunkSpan] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    error_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+    def errors_object(self, limit: int) -> dict[str, Any]:
+        """OpenAI's ``errors`` list, capped, with a last entry counting the rest."""
+        data = list(self.errors[:limit])
+        hidden = self.error_count - len(data)
+        if hidden > 0:
+            data.append(
+                {
+                    "code": "too_many_errors",
+                    "message": f"{hidden} more errors not listed (the first {len(data)} are shown).",
+                    "param": None,
+                    "line": None,
+                }
+            )
+        return {"object": "list", "data": data}
+
+
+def too_many_requests(limit: int) -> ApiError:
+    return ApiError(
+        f"The input file has more than {limit} requests, the most one batch may hold "
+        "(BATCHSITE_MAX_REQUESTS_PER_BATCH). Split it into several batches.",
+        status_code=400,
+        code="too_many_requests_in_batch",
+        param="input_file_id",
+    )
+
+
+class _Validator:
+    def __init__(self, endpoint: str | None, model: str | None, limits: Limits) -> None:
+        self.limits = limits
+        self.result = ValidationResult(endpoint=endpoint, model=model)
+        # A model named by the request itself was checked by the caller.
+        self.model_checked = model is not None
+        # 8-byte digests instead of the ids themselves keep memory per line
+        # small and independent of id length; a false duplicate needs a 64-bit
+        # collision (about 1e-10 at the 50,000-line limit).
+        self.seen: dict[int, int] = {}
+        self.span_start: tuple[int, int] | None = None  # (first line, start byte)
+        self.span_count = 0
+
+    def error(self, line: int | None, code: str, message: str, param: str | None = None) -> None:
+        self.result.error_count += 1
+        if len(self.result.errors) < self.limits.max_validation_errors:
+            self.result.errors.append({"code": code, "message": message, "param": param, "line": line})
+
+    def run(self, f: BinaryIO) -> ValidationResult:
+        for line in iter_lines(f, self.limits.max_line_bytes):
+            if line.blank:
+                continue
+            self.result.total += 1
+            if self.result.total > self.limits.max_requests_per_batch:
+                raise too_many_requests(self.limits.max_requests_per_batch)
+            if self.span_start is None:
+                self.span_start = (line.number, line.start)
+            self.span_count += 1
+            if self.span_count == self.limits.chunk_size:
+                self.close_span(line.end)
+            self.check_line(line.number, line.data)
+        if self.span_start is not None:
+            f.seek(0, 2)
+            self.close_span(f.tell())
+        if self.result.total == 0:
+            self.error(None, "empty_file", "The input file has no requests.", "input_file_id")
+        elif self.result.model is None and self.result.error_count == 0:
+            self.error(None, "missing_model", "No line sets body.model.", "body.model")
+        return self.result
+
+    def close_span(self, end: int) -> None:
+        assert self.span_start is not None
+        first_line, start = self.span_start
+        self.result.chunks.append(
+            ChunkSpan(len(self.result.chunks), first_line, start, end, self.span_count)
+        )
+        self.span_start = None
+        self.span_count = 0
+
+    def check_line(self, n: int, data: bytes | None) -> None:
+        if data is None:
+            self.error(n, "line_too_long", f"Line {n} is longer than {self.limits.max_line_bytes} bytes.")
+            return
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.error(n, "invalid_encoding", f"Line {n} is not valid UTF-8 (byte {exc.start}).")
+            return
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            self.error(n, "invalid_json_line", f"Line {n} is not valid JSON: {exc.msg} at column {exc.colno}.")
+            return
+        if not isinstance(obj, dict):
+            self.error(n, "invalid_request", f"Line {n} is a JSON {type(obj).__name__}, not an object.")
+            return
+        unknown = sorted(set(obj) - ALLOWED_KEYS)
+        if unknown:
+            self.error(n, "unexpected_key", f"Line {n} has unknown keys: {', '.join(unknown)}. "
+                       "Allowed: custom_id, method, url, body.", unknown[0])
+        self.check_custom_id(n, obj)
+        method = obj.get("method")
+        if method != "POST":
+            self.error(n, "invalid_method", f"Line {n}: method must be 'POST', got {method!r}.", "method")
+        self.check_url(n, obj.get("url"))
+        body = obj.get("body")
+        if not isinstance(body, dict):
+            self.error(n, "invalid_body", f"Line {n}: body must be a JSON object.", "body")
+            return
+        if body.get("stream") not in (None, False):
+            self.error(n, "unsupported_stream", f"Line {n}: stream is not supported in a batch.", "body.stream")
+        self.check_model(n, body.get("model"))
+
+    def check_custom_id(self, n: int, obj: dict[str, Any]) -> None:
+        if "custom_id" not in obj:
+            self.error(n, "missing_custom_id", f"Line {n} has no custom_id.", "custom_id")
+            return
+        custom_id = obj["custom_id"]
+        if not isinstance(custom_id, str) or not custom_id:
+            self.error(n, "invalid_custom_id", f"Line {n}: custom_id must be a non-empty string.", "custom_id")
+            return
+        digest = int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big")
+        first = self.seen.setdefault(digest, n)
+        if first != n:
+            self.error(n, "duplicate_custom_id",
+                       f"Line {n}: custom_id {custom_id!r} was already used on line {first}.", "custom_id")
+
+    def check_url(self, n: int, url: Any) -> None:
+        if self.result.endpoint is None and isinstance(url, str) and url in ENDPOINT_KINDS:
+            self.result.endpoint = url
+        if url != self.result.endpoint:
+            expected = self.result.endpoint or " or ".join(ENDPOINT_KINDS)
+            self.error(n, "invalid_url", f"Line {n}: url must be {expected}, got {url!r}.", "url")
+
+    def check_model(self, n: int, model: Any) -> None:
+        if model is None:
+            if self.result.model is None:
+                self.error(n, "missing_model", f"Line {n}: body.model is required.", "body.model")
+            return
+        if not isinstance(model, str):
+            self.error(n, "invalid_model", f"Line {n}: body.model must be a string.", "body.model")
+            return
+        if self.result.model is None:
+            self.result.model = model
+        if model != self.result.model:
+            self.error(n, "mismatched_model",
+                       f"Line {n}: body.model {model!r} differs from the batch's model "
+                       f"{self.result.model!r}; a batch uses one model.", "body.model")
+            return
+        if not self.model_checked:
+            self.model_checked = True
+            self.check_registered(n, model)
+
+    def check_registered(self, n: int, model: str) -> None:
+        entry = RegisteredModel.objects.enabled().filter(name=model).first()
+        if entry is None:
+            self.error(n, "model_not_found", f"Line {n}: the model {model!r} does not exist or is not "
+                       "enabled here; GET /v1/models lists the models you can use.", "body.model")
+        elif self.result.endpoint and not entry.serves(self.result.endpoint):
+            self.error(n, "model_not_supported", f"Line {n}: the model {model!r} does not serve "
+                       f"{self.result.endpoint} (it serves {', '.join(entry.endpoints)}).", "body.model")
+
+
+def validate_input(f: BinaryIO, endpoint: str | None, model: str | None, limits: Limits) -> ValidationResult:
+    """Validate a batch input file, streaming. Raises ApiError for breaking a limit."""
+    return _Validator(endpoint, model, limits).run(f)
