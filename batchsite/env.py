@@ -9,9 +9,10 @@ one that refuses to start.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -49,10 +50,10 @@ class Reader:
         except (ValueError, TypeError) as exc:
             raise EnvError(f"{name}={value!r} is not valid: expected {expected} ({exc})") from None
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         return self._parse(name, default, lambda v: v, "a string")
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         def parse(v: str) -> bool:
             low = v.lower()
             if low in _TRUE:
@@ -63,7 +64,7 @@ class Reader:
 
         return self._parse(name, default, parse, "a boolean")
 
-    def int(self, name: str, default: int, minimum: int = 0) -> int:
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
         def parse(v: str) -> int:
             number = int(v.replace("_", ""))
             if number < minimum:
@@ -72,7 +73,7 @@ class Reader:
 
         return self._parse(name, default, parse, "a whole number")
 
-    def float(self, name: str, default: float, minimum: float = 0.0) -> float:
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
         def parse(v: str) -> float:
             number = float(v)
             if number < minimum:
@@ -81,7 +82,7 @@ class Reader:
 
         return self._parse(name, default, parse, "a number")
 
-    def list(self, name: str, default: list[str]) -> list[str]:
+    def items(self, name: str, default: list[str]) -> list[str]:
         def parse(v: str) -> list[str]:
             items = [item.strip() for item in v.split(",") if item.strip()]
             if not items:
@@ -91,16 +92,14 @@ class Reader:
         return self._parse(name, default, parse, "a comma-separated list")
 
     def database(self, name: str, default: str) -> dict[str, Any]:
-        url = self.str(name, default)
+        url = self.text(name, default)
         try:
             config = self.env.db_url_config(url)
         except Exception as exc:  # django-environ raises several types here
             raise EnvError(f"{name}={url!r} is not a database URL ({exc})") from None
         engine = config.get("ENGINE", "")
         if engine not in {"django.db.backends.sqlite3", "django.db.backends.postgresql"}:
-            raise EnvError(
-                f"{name}={url!r}: only sqlite:/// and postgres:// URLs are supported"
-            )
+            raise EnvError(f"{name}={url!r}: only sqlite:/// and postgres:// URLs are supported")
         return dict(config)
 
 
@@ -124,20 +123,20 @@ def parse_window(window: str) -> int:
 
 
 def read_limits(reader: Reader) -> Limits:
-    windows = reader.list("BATCHSITE_COMPLETION_WINDOWS", ["24h"])
+    windows = reader.items("BATCHSITE_COMPLETION_WINDOWS", ["24h"])
     for window in windows:
         try:
             parse_window(window)
         except ValueError as exc:
             raise EnvError(f"BATCHSITE_COMPLETION_WINDOWS: {exc}") from None
     return Limits(
-        chunk_size=reader.int("BATCHSITE_CHUNK_SIZE", 5000, minimum=1),
-        max_requests_per_batch=reader.int("BATCHSITE_MAX_REQUESTS_PER_BATCH", 50_000, minimum=1),
-        max_queued_batches=reader.int("BATCHSITE_MAX_QUEUED_BATCHES", 10, minimum=1),
-        max_queued_requests=reader.int("BATCHSITE_MAX_QUEUED_REQUESTS", 500_000, minimum=1),
-        max_upload_bytes=reader.int("BATCHSITE_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1),
-        max_line_bytes=reader.int("BATCHSITE_MAX_LINE_BYTES", 10 * 1024 * 1024, minimum=64),
-        max_validation_errors=reader.int("BATCHSITE_MAX_VALIDATION_ERRORS", 100, minimum=1),
+        chunk_size=reader.integer("BATCHSITE_CHUNK_SIZE", 5000, minimum=1),
+        max_requests_per_batch=reader.integer("BATCHSITE_MAX_REQUESTS_PER_BATCH", 50_000, minimum=1),
+        max_queued_batches=reader.integer("BATCHSITE_MAX_QUEUED_BATCHES", 10, minimum=1),
+        max_queued_requests=reader.integer("BATCHSITE_MAX_QUEUED_REQUESTS", 500_000, minimum=1),
+        max_upload_bytes=reader.integer("BATCHSITE_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1),
+        max_line_bytes=reader.integer("BATCHSITE_MAX_LINE_BYTES", 10 * 1024 * 1024, minimum=64),
+        max_validation_errors=reader.integer("BATCHSITE_MAX_VALIDATION_ERRORS", 100, minimum=1),
         completion_windows=tuple(windows),
     )
 

@@ -8,7 +8,7 @@ from batchsite.env import BASE_DIR, Reader, read_limits, secret_key
 
 env = Reader()
 
-DATA_DIR = Path(env.str("BATCHSITE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR = Path(env.text("BATCHSITE_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 FILES_DIR = DATA_DIR / "files"
 MODELS_DIR = DATA_DIR / "models"
@@ -16,10 +16,10 @@ UPLOAD_TMP_DIR = DATA_DIR / "tmp"
 for _directory in (FILES_DIR, MODELS_DIR, UPLOAD_TMP_DIR, DATA_DIR / "static"):
     _directory.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env.bool("DEBUG", False)
+DEBUG = env.flag("DEBUG", False)
 SECRET_KEY = secret_key(env, DATA_DIR)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", ["http://localhost", "http://127.0.0.1"])
+ALLOWED_HOSTS = env.items("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.items("CSRF_TRUSTED_ORIGINS", ["http://localhost", "http://127.0.0.1"])
 
 BATCHSITE = read_limits(env)
 
@@ -74,7 +74,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # queue instead of failing at once.
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
-        "timeout": env.int("BATCHSITE_SQLITE_TIMEOUT", 30, minimum=1),
+        "timeout": env.integer("BATCHSITE_SQLITE_TIMEOUT", 30, minimum=1),
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 else:
@@ -130,5 +130,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["stderr"], "level": env.str("LOG_LEVEL", "INFO").upper()},
+    "root": {"handlers": ["stderr"], "level": env.text("LOG_LEVEL", "INFO").upper()},
 }

@@ -7,16 +7,28 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from jobs.models import ApiKey, Batch, Chunk, File, RegisteredModel, Worker
-from jobs.models.keys import KEY_PREFIX, hash_key
+
+CHUNK_FIELDS = (
+    "index",
+    "status",
+    "first_line",
+    "request_count",
+    "worker",
+    "attempts",
+    "completed",
+    "failed",
+    "claimed_at",
+    "finished_at",
+    "last_error",
+)
 
 
 class ChunkInline(admin.TabularInline):
     model = Chunk
     extra = 0
     can_delete = False
-    fields = ["index", "status", "first_line", "request_count", "worker", "attempts", "completed", "failed",
-              "claimed_at", "finished_at", "last_error"]
-    readonly_fields = fields
+    fields = CHUNK_FIELDS
+    readonly_fields = CHUNK_FIELDS
     show_change_link = True
 
 
@@ -84,10 +96,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if not change:
-            import secrets
-
-            raw = KEY_PREFIX + secrets.token_urlsafe(32)
-            obj.prefix, obj.key_hash = raw[:10], hash_key(raw)
+            raw = obj.set_new_key()
             super().save_model(request, obj, form, change)
             self.message_user(request, f"New API key (shown once, copy it now): {raw}", messages.SUCCESS)
             return

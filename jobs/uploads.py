@@ -31,8 +31,9 @@ class LimitedUploadHandler(TemporaryFileUploadHandler):
         self.limit = settings.BATCHSITE.max_upload_bytes
         self.received = 0
 
-    def handle_raw_input(self, input_data: Any, META: Any, content_length: int, boundary: Any,
-                         encoding: str | None = None) -> None:
+    def handle_raw_input(
+        self, input_data: Any, META: Any, content_length: int, boundary: Any, encoding: str | None = None
+    ) -> None:
         # A declared body far larger than the limit is refused before reading
         # it; multipart framing adds a little, hence the slack.
         if content_length and content_length > self.limit + 64 * 1024:

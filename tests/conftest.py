@@ -3,8 +3,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -26,8 +27,10 @@ def isolated_storage(settings: Any, tmp_path: Path) -> None:
     settings.FILE_UPLOAD_TEMP_DIR = str(settings.UPLOAD_TMP_DIR)
     settings.STORAGES = {
         **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(settings.FILES_DIR)}},
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(settings.FILES_DIR)},
+        },
     }
 
 
@@ -103,3 +106,85 @@ def limits(settings: Any) -> Callable[..., None]:
 def stored_files(settings: Any) -> list[Path]:
     """Every file under the storage and upload temp dirs (to prove nothing was left)."""
     return [p for d in (settings.FILES_DIR, settings.UPLOAD_TMP_DIR) for p in Path(d).rglob("*") if p.is_file()]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def database_url() -> str:
+    """A URL for the test database, for server and worker subprocesses."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class LiveServer:
+    def __init__(self, url: str, process: Any, data_dir: Path) -> None:
+        self.url, self.process, self.data_dir = url, process, data_dir
+
+    @property
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        return [c.pid for c in psutil.Process(self.process.pid).children()]
+
+
+@pytest.fixture(scope="module")
+def live_server_process(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """gunicorn serving the test database on loopback: a real server process."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("server-data")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "BATCHSITE_DATA_DIR": str(data_dir),
+        "DJANGO_SETTINGS_MODULE": "batchsite.settings",
+    }
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "batchsite.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "--timeout",
+            "300",
+        ],
+        cwd=root,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/v1/models", timeout=2)
+        except urllib.error.HTTPError:
+            break  # 401: it is up
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not start") from None
+            time.sleep(0.2)
+    yield LiveServer(url, process, data_dir)
+    process.terminate()
+    process.wait(timeout=30)

@@ -11,7 +11,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs.api.common import UnixTimeField, cursor_page, int_param, list_body, unix
-from jobs.api.files import get_file
 from jobs.models import Batch
 from jobs.services import batches as batch_service
 from jobs.services.batches import BatchRequest
@@ -43,11 +42,33 @@ class BatchOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Batch
         fields = [
-            "id", "object", "endpoint", "errors", "input_file_id", "completion_window", "status",
-            "output_file_id", "error_file_id", "created_at", "in_progress_at", "expires_at",
-            "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at",
-            "request_counts", "metadata", "model", "usage",
-            "queue_position", "progress_percent", "estimated_completion_time", "started_at", "webhook_url",
+            "id",
+            "object",
+            "endpoint",
+            "errors",
+            "input_file_id",
+            "completion_window",
+            "status",
+            "output_file_id",
+            "error_file_id",
+            "created_at",
+            "in_progress_at",
+            "expires_at",
+            "finalizing_at",
+            "completed_at",
+            "failed_at",
+            "expired_at",
+            "cancelling_at",
+            "cancelled_at",
+            "request_counts",
+            "metadata",
+            "model",
+            "usage",
+            "queue_position",
+            "progress_percent",
+            "estimated_completion_time",
+            "started_at",
+            "webhook_url",
         ]
 
     def get_object(self, obj: Batch) -> str:
@@ -89,7 +110,8 @@ class BatchListApi(APIView):
             has_id, has_file = "input_file_id" in attrs, "file" in attrs
             if has_id == has_file:
                 raise serializers.ValidationError(
-                    {"input_file_id": "Give either input_file_id (JSON) or file (multipart upload), not both."})
+                    {"input_file_id": "Give either input_file_id (JSON) or file (multipart upload), not both."}
+                )
             if has_id and "endpoint" not in attrs:
                 raise serializers.ValidationError({"endpoint": "This field is required."})
             if has_file and "model" not in attrs:
@@ -98,8 +120,13 @@ class BatchListApi(APIView):
 
     def get(self, request: Request) -> Response:
         params = request.query_params
-        rows, has_more = cursor_page(Batch.objects.owned_by(request.user), params.get("after"),
-                                     int_param(params, "limit", 20, 1, 100), True, "batch")
+        rows, has_more = cursor_page(
+            Batch.objects.owned_by(request.user),
+            params.get("after"),
+            int_param(params, "limit", 20, 1, 100),
+            True,
+            "batch",
+        )
         context = {"positions": batch_service.queue_positions()}
         return Response(list_body(BatchOutputSerializer(rows, many=True, context=context).data, has_more))
 
@@ -117,7 +144,7 @@ class BatchListApi(APIView):
         if "file" in data:
             batch = batch_service.create_batch_from_upload(request.user, data["file"], req)
         else:
-            batch = batch_service.create_batch(request.user, get_file(request.user, data["input_file_id"]), req)
+            batch = batch_service.create_batch(request.user, data["input_file_id"], req)
         return Response(batch_body(batch))
 
 

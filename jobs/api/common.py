@@ -33,16 +33,19 @@ def int_param(params: Any, name: str, default: int, low: int, high: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(f"Invalid '{name}': expected an integer, got {raw!r}.", param=name,
-                       code="invalid_value") from None
+        raise ApiError(
+            f"Invalid '{name}': expected an integer, got {raw!r}.", param=name, code="invalid_value"
+        ) from None
     if not low <= value <= high:
-        raise ApiError(f"Invalid '{name}': must be between {low} and {high}, got {value}.", param=name,
-                       code="invalid_value")
+        raise ApiError(
+            f"Invalid '{name}': must be between {low} and {high}, got {value}.", param=name, code="invalid_value"
+        )
     return value
 
 
-def cursor_page(queryset: QuerySet[Any], after: str | None, limit: int, descending: bool,
-                kind: str) -> tuple[list[Any], bool]:
+def cursor_page(
+    queryset: QuerySet[Any], after: str | None, limit: int, descending: bool, kind: str
+) -> tuple[list[Any], bool]:
     """Cursor pagination by (created_at, id), as OpenAI's list endpoints page.
 
     The cursor is an object id from the previous page; an unknown cursor is a
@@ -53,8 +56,7 @@ def cursor_page(queryset: QuerySet[Any], after: str | None, limit: int, descendi
     if after:
         anchor = queryset.filter(pk=after).values("created_at", "id").first()
         if anchor is None:
-            raise ApiError(f"Invalid 'after': no {kind} with id {after!r}.", param="after",
-                           code="invalid_value")
+            raise ApiError(f"Invalid 'after': no {kind} with id {after!r}.", param="after", code="invalid_value")
         lookup = "lt" if descending else "gt"
         queryset = queryset.filter(
             Q(**{f"created_at__{lookup}": anchor["created_at"]})
@@ -64,7 +66,7 @@ def cursor_page(queryset: QuerySet[Any], after: str | None, limit: int, descendi
     return rows[:limit], len(rows) > limit
 
 
-def list_body(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+def list_body(data: Any, has_more: bool) -> dict[str, Any]:
     return {
         "object": "list",
         "data": data,

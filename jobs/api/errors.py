@@ -8,7 +8,8 @@ exceptions are all translated, not only the ones our views raise.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions, status
@@ -48,8 +49,9 @@ def _type_for(status_code: int) -> str:
     return "invalid_request_error"
 
 
-def error_body(message: str, status_code: int, code: str | None = None, param: str | None = None,
-               type: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, status_code: int, code: str | None = None, param: str | None = None, type: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type or _type_for(status_code), "param": param, "code": code}}
 
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 from django.http import FileResponse
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs.api.common import UnixTimeField, cursor_page, int_param, list_body
-from jobs.api.errors import ApiError, not_found_error
+from jobs.api.errors import ApiError
 from jobs.models import File
 from jobs.services import files as file_service
 
@@ -26,8 +28,17 @@ class FileOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = File
-        fields = ["id", "object", "bytes", "created_at", "expires_at", "filename", "purpose", "status",
-                  "status_details"]
+        fields = [
+            "id",
+            "object",
+            "bytes",
+            "created_at",
+            "expires_at",
+            "filename",
+            "purpose",
+            "status",
+            "status_details",
+        ]
 
     def get_object(self, obj: File) -> str:
         return "file"
@@ -40,13 +51,6 @@ class FileOutputSerializer(serializers.ModelSerializer):
 
     def get_status_details(self, obj: File) -> None:
         return None
-
-
-def get_file(user: Any, file_id: str) -> File:
-    file = File.objects.owned_by(user).filter(pk=file_id).first()
-    if file is None:
-        raise not_found_error("file", file_id, "file_id")
-    return file
 
 
 class FileListApi(APIView):
@@ -64,30 +68,54 @@ class FileListApi(APIView):
         queryset = File.objects.owned_by(request.user)
         if params.get("purpose"):
             queryset = queryset.filter(purpose=params["purpose"])
-        rows, has_more = cursor_page(queryset, params.get("after"), int_param(params, "limit", 10000, 1, 10000),
-                                     order == "desc", "file")
+        rows, has_more = cursor_page(
+            queryset, params.get("after"), int_param(params, "limit", 10000, 1, 10000), order == "desc", "file"
+        )
         return Response(list_body(FileOutputSerializer(rows, many=True).data, has_more))
 
     def post(self, request: Request) -> Response:
         serializer = self.CreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        file = file_service.store_upload(request.user, serializer.validated_data["file"],
-                                         serializer.validated_data["purpose"])
+        file = file_service.store_upload(
+            request.user, serializer.validated_data["file"], serializer.validated_data["purpose"]
+        )
         return Response(FileOutputSerializer(file).data)
 
 
 class FileDetailApi(APIView):
     def get(self, request: Request, file_id: str) -> Response:
-        return Response(FileOutputSerializer(get_file(request.user, file_id)).data)
+        return Response(FileOutputSerializer(file_service.get_owned_file(request.user, file_id)).data)
 
     def delete(self, request: Request, file_id: str) -> Response:
-        file = get_file(request.user, file_id)
+        file = file_service.get_owned_file(request.user, file_id)
         file_service.delete_file(file)
         return Response({"id": file_id, "object": "file", "deleted": True})
 
 
+class RawContentNegotiation(BaseContentNegotiation):
+    """The openai SDK asks for content with ``Accept: application/binary``,
+    which no DRF renderer offers; the body is a file either way, and errors
+    are JSON."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
 class FileContentApi(APIView):
+    content_negotiation_class = RawContentNegotiation
+    renderer_classes = [JSONRenderer]
+
     def get(self, request: Request, file_id: str) -> FileResponse:
-        file = get_file(request.user, file_id)
-        return FileResponse(file_service.open_content(file), content_type="application/octet-stream",
-                            as_attachment=True, filename=file.filename)
+        file = file_service.get_owned_file(request.user, file_id)
+        return FileResponse(
+            file_service.open_content(file),
+            content_type="application/octet-stream",
+            as_attachment=True,
+            filename=file.filename,
+        )

@@ -14,8 +14,13 @@ from jobs.models import RegisteredModel
 
 
 def model_body(entry: RegisteredModel) -> dict[str, Any]:
-    return {"id": entry.name, "object": "model", "created": unix(entry.created_at), "owned_by": "batchsite",
-            "endpoints": entry.endpoints}
+    return {
+        "id": entry.name,
+        "object": "model",
+        "created": unix(entry.created_at),
+        "owned_by": "batchsite",
+        "endpoints": entry.endpoints,
+    }
 
 
 class ModelListApi(APIView):
@@ -27,6 +32,7 @@ class ModelDetailApi(APIView):
     def get(self, request: Request, model: str) -> Response:
         entry = RegisteredModel.objects.enabled().filter(name=model).first()
         if entry is None:
-            raise ApiError(f"The model '{model}' does not exist", status_code=404, code="model_not_found",
-                           param="model")
+            raise ApiError(
+                f"The model '{model}' does not exist", status_code=404, code="model_not_found", param="model"
+            )
         return Response(model_body(entry))

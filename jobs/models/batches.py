@@ -59,9 +59,7 @@ class Batch(models.Model):
     model = models.CharField(max_length=200, help_text="API name of the registered model")
     # Files keep their ids on the batch after a user deletes them, as OpenAI's
     # batches do, hence no database constraint and no cascade.
-    input_file = models.ForeignKey(
-        File, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
-    )
+    input_file = models.ForeignKey(File, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
     output_file = models.ForeignKey(
         File, on_delete=models.DO_NOTHING, db_constraint=False, null=True, blank=True, related_name="+"
     )

@@ -39,9 +39,16 @@ class ApiKey(models.Model):
 
     @classmethod
     def generate(cls, user: object, name: str = "") -> tuple[ApiKey, str]:
-        raw = KEY_PREFIX + secrets.token_urlsafe(32)
-        key = cls.objects.create(user=user, name=name, prefix=raw[:10], key_hash=hash_key(raw))
+        key = cls(user=user, name=name)
+        raw = key.set_new_key()
+        key.save()
         return key, raw
+
+    def set_new_key(self) -> str:
+        """Give this (unsaved) key a fresh secret; returns it, the only time it is seen."""
+        raw = KEY_PREFIX + secrets.token_urlsafe(32)
+        self.prefix, self.key_hash = raw[:10], hash_key(raw)
+        return raw
 
     def revoke(self) -> None:
         self.revoked_at = timezone.now()

@@ -20,12 +20,8 @@ class RegisteredModel(models.Model):
 
     name = models.CharField(max_length=200, unique=True, help_text="API name clients send as body.model")
     source = models.CharField(max_length=500, help_text="Local path or hub id the engine loads")
-    endpoints = models.JSONField(
-        default=list, help_text='Endpoint kinds: any of "chat", "completions", "embeddings"'
-    )
-    engine_options = models.JSONField(
-        default=dict, blank=True, help_text="Passed to vLLM (max_model_len, dtype, ...)"
-    )
+    endpoints = models.JSONField(default=list, help_text='Endpoint kinds: any of "chat", "completions", "embeddings"')
+    engine_options = models.JSONField(default=dict, blank=True, help_text="Passed to vLLM (max_model_len, dtype, ...)")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

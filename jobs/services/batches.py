@@ -36,37 +36,55 @@ def check_metadata(metadata: Any) -> dict[str, str] | None:
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
-        raise ApiError("metadata must be an object of string keys and values.", param="metadata",
-                       code="invalid_metadata")
+        raise ApiError(
+            "metadata must be an object of string keys and values.", param="metadata", code="invalid_metadata"
+        )
     if len(metadata) > 16:
         raise ApiError("metadata may have at most 16 keys.", param="metadata", code="invalid_metadata")
     for key, value in metadata.items():
         if not isinstance(key, str) or len(key) > 64:
-            raise ApiError(f"metadata key {key!r} must be a string of at most 64 characters.",
-                           param="metadata", code="invalid_metadata")
+            raise ApiError(
+                f"metadata key {key!r} must be a string of at most 64 characters.",
+                param="metadata",
+                code="invalid_metadata",
+            )
         if not isinstance(value, str) or len(value) > 512:
-            raise ApiError(f"metadata[{key!r}] must be a string of at most 512 characters.",
-                           param="metadata", code="invalid_metadata")
+            raise ApiError(
+                f"metadata[{key!r}] must be a string of at most 512 characters.",
+                param="metadata",
+                code="invalid_metadata",
+            )
     return metadata
 
 
 def check_request(req: BatchRequest) -> None:
     windows = settings.BATCHSITE.completion_windows
     if req.completion_window not in windows:
-        raise ApiError(f"completion_window must be one of: {', '.join(windows)}; got {req.completion_window!r}.",
-                       param="completion_window", code="invalid_completion_window")
+        raise ApiError(
+            f"completion_window must be one of: {', '.join(windows)}; got {req.completion_window!r}.",
+            param="completion_window",
+            code="invalid_completion_window",
+        )
     if req.endpoint is not None and req.endpoint not in ENDPOINT_KINDS:
-        raise ApiError(f"endpoint must be one of: {', '.join(ENDPOINT_KINDS)}; got {req.endpoint!r}.",
-                       param="endpoint", code="invalid_endpoint")
+        raise ApiError(
+            f"endpoint must be one of: {', '.join(ENDPOINT_KINDS)}; got {req.endpoint!r}.",
+            param="endpoint",
+            code="invalid_endpoint",
+        )
     if req.model is not None:
         entry = RegisteredModel.objects.enabled().filter(name=req.model).first()
         if entry is None:
-            raise ApiError(f"The model {req.model!r} does not exist or is not enabled here; "
-                           "GET /v1/models lists the models you can use.",
-                           status_code=404, param="model", code="model_not_found")
+            raise ApiError(
+                f"The model {req.model!r} does not exist or is not enabled here; "
+                "GET /v1/models lists the models you can use.",
+                status_code=404,
+                param="model",
+                code="model_not_found",
+            )
         if req.endpoint is not None and not entry.serves(req.endpoint):
-            raise ApiError(f"The model {req.model!r} does not serve {req.endpoint}.",
-                           param="model", code="model_not_supported")
+            raise ApiError(
+                f"The model {req.model!r} does not serve {req.endpoint}.", param="model", code="model_not_supported"
+            )
 
 
 def check_queue_limits(new_requests: int) -> None:
@@ -77,14 +95,22 @@ def check_queue_limits(new_requests: int) -> None:
         raise ApiError(
             f"The queue is full: {queued} batches are waiting or running, the most allowed "
             f"(BATCHSITE_MAX_QUEUED_BATCHES={limits.max_queued_batches}). Try again when one finishes.",
-            status_code=429, code="queue_full")
-    waiting = Chunk.objects.unfinished().filter(batch__status__in=[BatchStatus.IN_PROGRESS]).aggregate(
-        n=Sum("request_count"))["n"] or 0
+            status_code=429,
+            code="queue_full",
+        )
+    waiting = (
+        Chunk.objects.unfinished()
+        .filter(batch__status__in=[BatchStatus.IN_PROGRESS])
+        .aggregate(n=Sum("request_count"))["n"]
+        or 0
+    )
     if waiting + new_requests > limits.max_queued_requests:
         raise ApiError(
             f"The queue holds {waiting} requests; {new_requests} more would pass the limit of "
             f"{limits.max_queued_requests} (BATCHSITE_MAX_QUEUED_REQUESTS). Try again later.",
-            status_code=429, code="too_many_queued_requests")
+            status_code=429,
+            code="too_many_queued_requests",
+        )
 
 
 def _lock_queue() -> None:
@@ -100,19 +126,31 @@ def _validate(input_file: File, req: BatchRequest) -> ValidationResult:
         return validate_input(fh, req.endpoint, req.model, settings.BATCHSITE)
 
 
-def create_batch(owner: Any, input_file: File, req: BatchRequest) -> Batch:
+def create_batch(owner: Any, input_file_id: str, req: BatchRequest) -> Batch:
     """Validate the input (streaming) and queue a batch, or store it as failed."""
     check_request(req)
+    return _create(owner, file_service.get_owned_file(owner, input_file_id), req)
+
+
+def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
     if input_file.purpose != "batch":
-        raise ApiError(f"File {input_file.id} has purpose {input_file.purpose!r}; a batch input "
-                       "needs purpose 'batch'.", param="input_file_id", code="invalid_file_purpose")
+        raise ApiError(
+            f"File {input_file.id} has purpose {input_file.purpose!r}; a batch input needs purpose 'batch'.",
+            param="input_file_id",
+            code="invalid_file_purpose",
+        )
     check_queue_limits(0)
     result = _validate(input_file, req)
     now = timezone.now()
     fields: dict[str, Any] = dict(
-        owner=owner, input_file=input_file, completion_window=req.completion_window,
-        metadata=req.metadata, webhook_url=req.webhook_url, created_at=now,
-        endpoint=result.endpoint or req.endpoint or "", model=result.model or req.model or "",
+        owner=owner,
+        input_file=input_file,
+        completion_window=req.completion_window,
+        metadata=req.metadata,
+        webhook_url=req.webhook_url,
+        created_at=now,
+        endpoint=result.endpoint or req.endpoint or "",
+        model=result.model or req.model or "",
         expires_at=now + timedelta(seconds=parse_window(req.completion_window)),
     )
     if not result.ok:
@@ -122,11 +160,19 @@ def create_batch(owner: Any, input_file: File, req: BatchRequest) -> Batch:
     with transaction.atomic():
         _lock_queue()
         check_queue_limits(result.total)
-        batch = Batch.objects.create(status=BatchStatus.IN_PROGRESS, in_progress_at=now,
-                                     total=result.total, **fields)
+        batch = Batch.objects.create(status=BatchStatus.IN_PROGRESS, in_progress_at=now, total=result.total, **fields)
         Chunk.objects.bulk_create(
-            [Chunk(batch=batch, index=s.index, first_line=s.first_line, start_byte=s.start_byte,
-                   end_byte=s.end_byte, request_count=s.request_count) for s in result.chunks],
+            [
+                Chunk(
+                    batch=batch,
+                    index=s.index,
+                    first_line=s.first_line,
+                    start_byte=s.start_byte,
+                    end_byte=s.end_byte,
+                    request_count=s.request_count,
+                )
+                for s in result.chunks
+            ],
             batch_size=500,
         )
     return batch
@@ -138,7 +184,7 @@ def create_batch_from_upload(owner: Any, upload: DjangoFile, req: BatchRequest) 
     check_queue_limits(0)
     input_file = file_service.store_upload(owner, upload, "batch")
     try:
-        return create_batch(owner, input_file, req)
+        return _create(owner, input_file, req)
     except ApiError:
         file_service.delete_file(input_file)
         raise
@@ -158,8 +204,12 @@ def cancel_batch(batch: Batch) -> Batch:
         if batch.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
             return batch  # cancel is idempotent, as OpenAI's is
         if batch.status not in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS):
-            raise ApiError(f"Cannot cancel a batch with status '{batch.status}'.",
-                           status_code=409, code="batch_not_cancellable", param="batch_id")
+            raise ApiError(
+                f"Cannot cancel a batch with status '{batch.status}'.",
+                status_code=409,
+                code="batch_not_cancellable",
+                param="batch_id",
+            )
         started = batch.chunks.exclude(status=ChunkStatus.PENDING).exists()
         if started:
             batch.mark_cancelling()

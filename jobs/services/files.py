@@ -9,7 +9,7 @@ from django.core.files.base import File as DjangoFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from jobs.api.errors import ApiError
+from jobs.api.errors import ApiError, not_found_error
 from jobs.models import Batch, File, FilePurpose
 from jobs.models.ids import new_file_id
 
@@ -19,6 +19,14 @@ UPLOAD_PURPOSES = {FilePurpose.BATCH.value}
 def _storage_name(file_id: str) -> str:
     # Two levels of fan-out keep directories small at millions of files.
     return f"{file_id[5:7]}/{file_id}.jsonl"
+
+
+def get_owned_file(owner: Any, file_id: str) -> File:
+    """A user's own file; another user's id is a 404, as if it did not exist."""
+    file = File.objects.owned_by(owner).filter(pk=file_id).first()
+    if file is None:
+        raise not_found_error("file", file_id, "file_id")
+    return file
 
 
 def store_upload(owner: Any, upload: DjangoFile, purpose: str) -> File:
@@ -52,8 +60,12 @@ def save_generated(owner: Any, purpose: str, filename: str, path: str) -> File:
     with open(path, "rb") as fh:
         stored = default_storage.save(_storage_name(file_id), DjangoFile(fh, name=filename))
     return File.objects.create(
-        id=file_id, owner=owner, purpose=purpose, filename=filename,
-        bytes=default_storage.size(stored), storage_name=stored,
+        id=file_id,
+        owner=owner,
+        purpose=purpose,
+        filename=filename,
+        bytes=default_storage.size(stored),
+        storage_name=stored,
     )
 
 

@@ -6,8 +6,9 @@ included), so the byte ranges validation records are the ones a worker sees.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 BOM = b"\xef\xbb\xbf"
 
@@ -51,6 +52,6 @@ def iter_lines(
         else:
             data = raw
             if line_start == 0 and data.startswith(BOM):
-                data = data[len(BOM):]
+                data = data[len(BOM) :]
             data = data.rstrip(b"\r\n")
         yield RawLine(number, line_start, offset, data)

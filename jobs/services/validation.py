@@ -111,9 +111,7 @@ class _Validator:
     def close_span(self, end: int) -> None:
         assert self.span_start is not None
         first_line, start = self.span_start
-        self.result.chunks.append(
-            ChunkSpan(len(self.result.chunks), first_line, start, end, self.span_count)
-        )
+        self.result.chunks.append(ChunkSpan(len(self.result.chunks), first_line, start, end, self.span_count))
         self.span_start = None
         self.span_count = 0
 
@@ -128,7 +126,7 @@ class _Validator:
             return
         try:
             obj = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             self.error(n, "invalid_json_line", f"Line {n} is not valid JSON: {exc.msg} at column {exc.colno}.")
             return
         if not isinstance(obj, dict):
@@ -136,8 +134,12 @@ class _Validator:
             return
         unknown = sorted(set(obj) - ALLOWED_KEYS)
         if unknown:
-            self.error(n, "unexpected_key", f"Line {n} has unknown keys: {', '.join(unknown)}. "
-                       "Allowed: custom_id, method, url, body.", unknown[0])
+            self.error(
+                n,
+                "unexpected_key",
+                f"Line {n} has unknown keys: {', '.join(unknown)}. Allowed: custom_id, method, url, body.",
+                unknown[0],
+            )
         self.check_custom_id(n, obj)
         method = obj.get("method")
         if method != "POST":
@@ -162,8 +164,12 @@ class _Validator:
         digest = int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big")
         first = self.seen.setdefault(digest, n)
         if first != n:
-            self.error(n, "duplicate_custom_id",
-                       f"Line {n}: custom_id {custom_id!r} was already used on line {first}.", "custom_id")
+            self.error(
+                n,
+                "duplicate_custom_id",
+                f"Line {n}: custom_id {custom_id!r} was already used on line {first}.",
+                "custom_id",
+            )
 
     def check_url(self, n: int, url: Any) -> None:
         if self.result.endpoint is None and isinstance(url, str) and url in ENDPOINT_KINDS:
@@ -183,9 +189,13 @@ class _Validator:
         if self.result.model is None:
             self.result.model = model
         if model != self.result.model:
-            self.error(n, "mismatched_model",
-                       f"Line {n}: body.model {model!r} differs from the batch's model "
-                       f"{self.result.model!r}; a batch uses one model.", "body.model")
+            self.error(
+                n,
+                "mismatched_model",
+                f"Line {n}: body.model {model!r} differs from the batch's model "
+                f"{self.result.model!r}; a batch uses one model.",
+                "body.model",
+            )
             return
         if not self.model_checked:
             self.model_checked = True
@@ -194,11 +204,21 @@ class _Validator:
     def check_registered(self, n: int, model: str) -> None:
         entry = RegisteredModel.objects.enabled().filter(name=model).first()
         if entry is None:
-            self.error(n, "model_not_found", f"Line {n}: the model {model!r} does not exist or is not "
-                       "enabled here; GET /v1/models lists the models you can use.", "body.model")
+            self.error(
+                n,
+                "model_not_found",
+                f"Line {n}: the model {model!r} does not exist or is not "
+                "enabled here; GET /v1/models lists the models you can use.",
+                "body.model",
+            )
         elif self.result.endpoint and not entry.serves(self.result.endpoint):
-            self.error(n, "model_not_supported", f"Line {n}: the model {model!r} does not serve "
-                       f"{self.result.endpoint} (it serves {', '.join(entry.endpoints)}).", "body.model")
+            self.error(
+                n,
+                "model_not_supported",
+                f"Line {n}: the model {model!r} does not serve "
+                f"{self.result.endpoint} (it serves {', '.join(entry.endpoints)}).",
+                "body.model",
+            )
 
 
 def validate_input(f: BinaryIO, endpoint: str | None, model: str | None, limits: Limits) -> ValidationResult:

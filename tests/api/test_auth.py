@@ -44,8 +44,11 @@ def test_keys_are_stored_hashed(user):
 
 def test_another_users_objects_answer_404(client, other_client, models, upload):
     file = upload(jsonl([chat_line(1)]))
-    batch = client.post("/v1/batches", {"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                                        "completion_window": "24h"}, format="json").json()
+    batch = client.post(
+        "/v1/batches",
+        {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        format="json",
+    ).json()
     for method, path in [
         ("get", f"/v1/files/{file['id']}"),
         ("get", f"/v1/files/{file['id']}/content"),
@@ -57,8 +60,11 @@ def test_another_users_objects_answer_404(client, other_client, models, upload):
         assert response.status_code == 404, (method, path)
         assert response.json()["error"]["code"] == "not_found"
     # Using another user's file as input is a 404 too.
-    response = other_client.post("/v1/batches", {"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                                                 "completion_window": "24h"}, format="json")
+    response = other_client.post(
+        "/v1/batches",
+        {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        format="json",
+    )
     assert response.status_code == 404
     assert other_client.get("/v1/files").json()["data"] == []
     assert other_client.get("/v1/batches").json()["data"] == []

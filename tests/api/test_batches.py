@@ -11,9 +11,28 @@ from tests.conftest import CHAT_MODEL, chat_line, jsonl
 pytestmark = pytest.mark.django_db
 
 OPENAI_FIELDS = {
-    "id", "object", "endpoint", "errors", "input_file_id", "completion_window", "status", "output_file_id",
-    "error_file_id", "created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
-    "expired_at", "cancelling_at", "cancelled_at", "request_counts", "metadata", "model", "usage",
+    "id",
+    "object",
+    "endpoint",
+    "errors",
+    "input_file_id",
+    "completion_window",
+    "status",
+    "output_file_id",
+    "error_file_id",
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "request_counts",
+    "metadata",
+    "model",
+    "usage",
 }
 QUEUE_FIELDS = {"queue_position", "progress_percent", "estimated_completion_time", "started_at", "webhook_url"}
 
@@ -64,8 +83,9 @@ def test_list_limit_must_be_1_to_100(client, limit):
 def test_shortcut_uploads_and_creates_in_one_call(client, models):
     f = io.BytesIO(jsonl([chat_line(i) for i in range(4)]))
     f.name = "in.jsonl"
-    response = client.post("/v1/batches", {"file": f, "model": CHAT_MODEL,
-                                           "webhook_url": "https://example.test/hook"}, format="multipart")
+    response = client.post(
+        "/v1/batches", {"file": f, "model": CHAT_MODEL, "webhook_url": "https://example.test/hook"}, format="multipart"
+    )
     assert response.status_code == 200, response.content
     batch = response.json()
     assert batch["status"] == "in_progress" and batch["endpoint"] == "/v1/chat/completions"
@@ -88,8 +108,12 @@ def test_shortcut_with_an_unknown_model_is_a_404_naming_model(client, models):
     f.name = "in.jsonl"
     response = client.post("/v1/batches", {"file": f, "model": "nope"}, format="multipart")
     assert response.status_code == 404
-    assert response.json()["error"] == {"message": response.json()["error"]["message"], "type":
-                                        "invalid_request_error", "param": "model", "code": "model_not_found"}
+    assert response.json()["error"] == {
+        "message": response.json()["error"]["message"],
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
 
 
 @pytest.mark.parametrize(
@@ -113,8 +137,11 @@ def test_bad_create_parameters_are_400_naming_the_parameter(client, models, uplo
 
 
 def test_unknown_input_file_is_404(client, models):
-    response = client.post("/v1/batches", {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions",
-                                           "completion_window": "24h"}, format="json")
+    response = client.post(
+        "/v1/batches",
+        {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        format="json",
+    )
     assert response.status_code == 404 and response.json()["error"]["param"] == "file_id"
 
 

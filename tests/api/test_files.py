@@ -38,8 +38,11 @@ def test_retrieve_and_delete(client, upload, settings):
 
 def test_a_file_read_by_a_running_batch_cannot_be_deleted(client, models, upload):
     file = upload(jsonl([chat_line(1)]))
-    client.post("/v1/batches", {"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                                "completion_window": "24h"}, format="json")
+    client.post(
+        "/v1/batches",
+        {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        format="json",
+    )
     response = client.delete(f"/v1/files/{file['id']}")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "file_in_use"

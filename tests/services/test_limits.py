@@ -14,8 +14,11 @@ pytestmark = pytest.mark.django_db
 
 
 def create(client: Any, file_id: str) -> Any:
-    return client.post("/v1/batches", {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
-                                       "completion_window": "24h"}, format="json")
+    return client.post(
+        "/v1/batches",
+        {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        format="json",
+    )
 
 
 def shortcut(client: Any, content: bytes) -> Any:
@@ -99,8 +102,7 @@ def test_the_byte_limit_is_counted_while_streaming_not_from_the_header(client, l
     limits(max_upload_bytes=1000)
     f = io.BytesIO(b"x" * 1500)
     f.name = "big.jsonl"
-    assert_error(client.post("/v1/files", {"file": f, "purpose": "batch"}, format="multipart"), 413,
-                 "file_too_large")
+    assert_error(client.post("/v1/files", {"file": f, "purpose": "batch"}, format="multipart"), 413, "file_too_large")
     assert stored_files(settings) == []
 
 

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.django_db
 
 def create(client: Any, upload: Any, content: bytes, endpoint: str = "/v1/chat/completions") -> dict[str, Any]:
     file = upload(content)
-    response = client.post("/v1/batches", {"input_file_id": file["id"], "endpoint": endpoint,
-                                           "completion_window": "24h"}, format="json")
+    response = client.post(
+        "/v1/batches", {"input_file_id": file["id"], "endpoint": endpoint, "completion_window": "24h"}, format="json"
+    )
     assert response.status_code == 200, response.content
     return response.json()
 
@@ -124,12 +125,12 @@ def test_bom_crlf_and_blank_lines_are_accepted_and_chunks_cover_every_line(clien
     assert [c.first_line for c in chunks] == [1, 4, 6]
     assert chunks[0].start_byte == 0
     assert chunks[-1].end_byte == len(content)
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in zip(chunks, chunks[1:], strict=False):
         # Only blank lines may lie between two chunks.
-        assert content[before.end_byte:after.start_byte].strip() == b""
+        assert content[before.end_byte : after.start_byte].strip() == b""
     # Each span parses back into exactly its own lines.
     for chunk in chunks:
-        part = content[chunk.start_byte:chunk.end_byte].decode("utf-8-sig")
+        part = content[chunk.start_byte : chunk.end_byte].decode("utf-8-sig")
         ids = [json.loads(x)["custom_id"] for x in part.splitlines() if x.strip()]
         assert len(ids) == chunk.request_count
 
@@ -139,6 +140,33 @@ def test_a_valid_batch_is_queued_with_chunks_of_the_configured_size(client, mode
     batch = create(client, upload, jsonl([chat_line(i) for i in range(10)]))
     assert batch["status"] == "in_progress"
     assert batch["model"] == CHAT_MODEL
-    assert list(Chunk.objects.filter(batch_id=batch["id"]).values_list("request_count", flat=True)
-                .order_by("index")) == [4, 4, 2]
+    assert list(
+        Chunk.objects.filter(batch_id=batch["id"]).values_list("request_count", flat=True).order_by("index")
+    ) == [4, 4, 2]
     assert Batch.objects.get(pk=batch["id"]).status == BatchStatus.IN_PROGRESS
+
+
+def test_validation_memory_does_not_grow_with_line_size(models, tmp_path, settings):
+    """50,000 lines of ~200 B and of ~1 KB peak at about the same memory: the
+    file is streamed, only an 8-byte digest per custom_id is kept."""
+    import tracemalloc
+
+    from jobs.services.validation import validate_input
+
+    peaks = {}
+    for size in (200, 1000):
+        path = tmp_path / f"in-{size}.jsonl"
+        with path.open("wb") as out:
+            for i in range(50_000):
+                line = chat_line(i)
+                line["body"]["messages"][0]["content"] = "x" * size
+                out.write(json.dumps(line).encode() + b"\n")
+        tracemalloc.start()
+        with path.open("rb") as fh:
+            result = validate_input(fh, "/v1/chat/completions", None, settings.BATCHSITE)
+        peaks[size] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert result.ok and result.total == 50_000
+        assert peaks[size] < 10_000_000  # ~140 B per line for the custom_id digests
+    print(f"validation peak memory: {peaks}")
+    assert peaks[1000] < peaks[200] * 1.25

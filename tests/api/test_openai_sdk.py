@@ -1,0 +1,128 @@
+"""The official openai SDK against a real gunicorn process: what users run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import openai
+import psutil
+import pytest
+
+from jobs.models import ApiKey, RegisteredModel
+from tests.conftest import CHAT_MODEL, chat_line, jsonl
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sdk(live_server_process: Any, transactional_db: Any, django_user_model: Any) -> openai.OpenAI:
+    RegisteredModel.objects.create(name=CHAT_MODEL, source="/models/smollm2", endpoints=["chat", "completions"])
+    user = django_user_model.objects.create_user(username="sdk-user")
+    return openai.OpenAI(base_url=live_server_process.url + "/v1", api_key=ApiKey.generate(user)[1], max_retries=0)
+
+
+def write(tmp_path: Path, lines: list[Any], name: str = "in.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_bytes(jsonl(lines))
+    return path
+
+
+def test_files_and_batches_round_trip_through_the_sdk(sdk, tmp_path):
+    path = write(tmp_path, [chat_line(i) for i in range(3)])
+    file = sdk.files.create(file=path.open("rb"), purpose="batch")
+    assert file.id.startswith("file-") and file.bytes == path.stat().st_size and file.purpose == "batch"
+    assert sdk.files.retrieve(file.id).filename == "in.jsonl"
+    assert sdk.files.content(file.id).read() == path.read_bytes()
+
+    batch = sdk.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"team": "search"}
+    )
+    assert batch.status == "in_progress" and batch.model == CHAT_MODEL
+    assert batch.request_counts is not None and batch.request_counts.total == 3
+    assert batch.metadata == {"team": "search"}
+    again = sdk.batches.retrieve(batch.id)
+    assert again.id == batch.id and again.expires_at == batch.expires_at
+    # The queue fields come through the SDK as extra attributes.
+    assert again.model_extra is not None and again.model_extra["queue_position"] == 0
+
+    cancelled = sdk.batches.cancel(batch.id)
+    assert cancelled.status == "cancelled" and cancelled.cancelled_at is not None
+
+    assert sdk.files.delete(file.id).deleted is True
+    with pytest.raises(openai.NotFoundError) as info:
+        sdk.files.retrieve(file.id)
+    assert info.value.code == "not_found"
+
+
+def test_batches_list_paginates_with_after(sdk, tmp_path):
+    file = sdk.files.create(file=write(tmp_path, [chat_line(1)]).open("rb"), purpose="batch")
+    ids = [
+        sdk.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h").id
+        for _ in range(5)
+    ]
+    page = sdk.batches.list(limit=2)
+    assert [b.id for b in page.data] == ids[::-1][:2] and page.has_more
+    second = sdk.batches.list(limit=2, after=page.data[-1].id)
+    assert [b.id for b in second.data] == ids[::-1][2:4]
+    # The SDK's auto-pagination follows `after` to the end.
+    assert [b.id for b in sdk.batches.list(limit=2)] == ids[::-1]
+
+
+def test_sdk_raises_typed_errors_with_openai_fields(sdk, live_server_process, tmp_path):
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.batches.create(input_file_id="file-x", endpoint="/v1/chat/completions", completion_window="1h")  # type: ignore[arg-type]
+    assert info.value.param == "completion_window"
+    with pytest.raises(openai.NotFoundError):
+        sdk.batches.retrieve("batch_missing")
+    bad = openai.OpenAI(base_url=live_server_process.url + "/v1", api_key="bs-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as auth:
+        bad.batches.list()
+    assert auth.value.code == "invalid_api_key"
+
+
+def test_a_failed_validation_reaches_the_sdk_with_line_numbers(sdk, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(jsonl([chat_line(0), b"{oops", chat_line(0)]))
+    file = sdk.files.create(file=path.open("rb"), purpose="batch")
+    batch = sdk.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert batch.status == "failed"
+    assert batch.errors is not None and batch.errors.data is not None
+    assert [(e.code, e.line) for e in batch.errors.data] == [("invalid_json_line", 2), ("duplicate_custom_id", 3)]
+
+
+def test_a_50000_line_upload_does_not_grow_the_server_with_the_file(sdk, live_server_process, tmp_path):
+    """Upload + streaming validation of ~50 MB: the server's RSS grows far less than the file."""
+    server = psutil.Process(live_server_process.worker_pids[0])
+    filler = "lorem ipsum " * 80
+    small = write(
+        tmp_path,
+        [
+            chat_line(i, body={"model": CHAT_MODEL, "messages": [{"role": "user", "content": f"{i} {filler}"}]})
+            for i in range(1000)
+        ],
+        "small.jsonl",
+    )
+    big = write(
+        tmp_path,
+        [
+            chat_line(i, body={"model": CHAT_MODEL, "messages": [{"role": "user", "content": f"{i} {filler}"}]})
+            for i in range(50_000)
+        ],
+        "big.jsonl",
+    )
+    assert big.stat().st_size > 45_000_000
+
+    def upload_and_create(path: Path) -> Any:
+        file = sdk.files.create(file=path.open("rb"), purpose="batch")
+        return sdk.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+    assert upload_and_create(small).status == "in_progress"  # warm up imports and caches
+    before = server.memory_info().rss
+    batch = upload_and_create(big)
+    growth = server.memory_info().rss - before
+    assert batch.status == "in_progress" and batch.request_counts.total == 50_000
+    print(f"server RSS growth for a {big.stat().st_size / 1e6:.0f} MB upload: {growth / 1e6:.1f} MB")
+    assert growth < big.stat().st_size / 4
+    assert json.loads(sdk.files.content(batch.input_file_id).read().splitlines()[-1])["custom_id"] == "req-49999"
