@@ -141,6 +141,35 @@ def read_limits(reader: Reader) -> Limits:
     )
 
 
+@dataclass(frozen=True)
+class WorkerSettings:
+    heartbeat_seconds: float
+    stale_after_seconds: float
+    max_attempts: int
+    shutdown_grace_seconds: float
+    poll_seconds: float
+    progress_seconds: float
+
+
+def read_worker_settings(reader: Reader) -> WorkerSettings:
+    heartbeat = reader.number("BATCHSITE_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
+    stale = reader.number("BATCHSITE_STALE_AFTER_SECONDS", 60.0, minimum=1.0)
+    if stale <= 2 * heartbeat:
+        # A live worker that misses one beat must not lose its chunk.
+        raise EnvError(
+            f"BATCHSITE_STALE_AFTER_SECONDS={stale} must be more than twice "
+            f"BATCHSITE_HEARTBEAT_SECONDS={heartbeat}"
+        )
+    return WorkerSettings(
+        heartbeat_seconds=heartbeat,
+        stale_after_seconds=stale,
+        max_attempts=reader.integer("BATCHSITE_MAX_ATTEMPTS", 3, minimum=1),
+        shutdown_grace_seconds=reader.number("BATCHSITE_SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0),
+        poll_seconds=reader.number("BATCHSITE_POLL_SECONDS", 1.0, minimum=0.05),
+        progress_seconds=reader.number("BATCHSITE_PROGRESS_SECONDS", 2.0, minimum=0.1),
+    )
+
+
 def secret_key(reader: Reader, data_dir: Path) -> str:
     """SECRET_KEY from the environment, else one generated once under the data dir.
 

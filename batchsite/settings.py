@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchsite.env import BASE_DIR, Reader, read_limits, secret_key
+from batchsite.env import BASE_DIR, Reader, read_limits, read_worker_settings, secret_key
 
 env = Reader()
 
@@ -13,7 +13,9 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 FILES_DIR = DATA_DIR / "files"
 MODELS_DIR = DATA_DIR / "models"
 UPLOAD_TMP_DIR = DATA_DIR / "tmp"
-for _directory in (FILES_DIR, MODELS_DIR, UPLOAD_TMP_DIR, DATA_DIR / "static"):
+# Per-chunk result parts; on several hosts this must be shared storage, like FILES_DIR.
+PARTS_DIR = DATA_DIR / "parts"
+for _directory in (FILES_DIR, MODELS_DIR, UPLOAD_TMP_DIR, PARTS_DIR, DATA_DIR / "static"):
     _directory.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.flag("DEBUG", False)
@@ -22,6 +24,7 @@ ALLOWED_HOSTS = env.items("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.items("CSRF_TRUSTED_ORIGINS", ["http://localhost", "http://127.0.0.1"])
 
 BATCHSITE = read_limits(env)
+BATCHSITE_WORKER = read_worker_settings(env)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -22,7 +22,8 @@ def isolated_storage(settings: Any, tmp_path: Path) -> None:
     """A fresh file store per test, so "nothing was stored" can be checked on disk."""
     settings.FILES_DIR = tmp_path / "files"
     settings.UPLOAD_TMP_DIR = tmp_path / "tmp"
-    for directory in (settings.FILES_DIR, settings.UPLOAD_TMP_DIR):
+    settings.PARTS_DIR = tmp_path / "parts"
+    for directory in (settings.FILES_DIR, settings.UPLOAD_TMP_DIR, settings.PARTS_DIR):
         directory.mkdir()
     settings.FILE_UPLOAD_TEMP_DIR = str(settings.UPLOAD_TMP_DIR)
     settings.STORAGES = {
@@ -188,3 +189,24 @@ def live_server_process(django_db_setup: Any, django_db_blocker: Any, tmp_path_f
     yield LiveServer(url, process, data_dir)
     process.terminate()
     process.wait(timeout=30)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def subprocess_env(settings: Any, **extra: str) -> dict[str, str]:
+    """Environment for a manage.py subprocess that shares this test's database and files."""
+    import os
+
+    env = {**os.environ, "DATABASE_URL": database_url(), "BATCHSITE_DATA_DIR": str(Path(settings.FILES_DIR).parent),
+           "DJANGO_SETTINGS_MODULE": "batchsite.settings"}
+    env.update(extra)
+    return env
+
+
+def start_worker(settings: Any, *args: str, **env: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "manage.py", "run_gpu_worker", *args], cwd=ROOT,
+                            env=subprocess_env(settings, **env))

@@ -72,6 +72,9 @@ class Batch(models.Model):
     metadata = models.JSONField(null=True, blank=True)
     usage = models.JSONField(null=True, blank=True)
     webhook_url = models.URLField(max_length=2000, blank=True)
+    # The worker assembling the output; another takes over if it goes silent.
+    finalizer = models.ForeignKey("jobs.Worker", on_delete=models.SET_NULL, null=True, blank=True,
+                                  related_name="+")
 
     total = models.IntegerField(default=0)
     completed = models.IntegerField(default=0)
@@ -118,17 +121,9 @@ class Batch(models.Model):
             setattr(self, field, value)
         self.save(update_fields=["status", stamp_field, *extra])
 
-    def mark_failed(self, errors: dict[str, Any]) -> None:
-        self._move_to(BatchStatus.FAILED, "failed_at", errors=errors)
-
-    def mark_in_progress(self) -> None:
-        self._move_to(BatchStatus.IN_PROGRESS, "in_progress_at")
-
     def mark_cancelling(self) -> None:
         self._move_to(BatchStatus.CANCELLING, "cancelling_at")
 
-    def mark_cancelled(self) -> None:
-        self._move_to(BatchStatus.CANCELLED, "cancelled_at")
 
 
 class ChunkStatus(models.TextChoices):

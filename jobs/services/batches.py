@@ -16,6 +16,7 @@ from batchsite.env import parse_window
 from jobs.api.errors import ApiError, not_found_error
 from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, File, RegisteredModel
 from jobs.services import files as file_service
+from jobs.services.results import finalize
 from jobs.services.validation import ValidationResult, validate_input
 
 # Any constant works: it only has to be the same number in every process.
@@ -211,12 +212,14 @@ def cancel_batch(batch: Batch) -> Batch:
                 param="batch_id",
             )
         started = batch.chunks.exclude(status=ChunkStatus.PENDING).exists()
-        if started:
-            batch.mark_cancelling()
-        else:
+        batch.mark_cancelling()
+        if not started:
             batch.chunks.pending().update(status=ChunkStatus.CANCELLED)
-            batch.mark_cancelled()
-    return batch
+    if started:
+        return batch
+    # Nothing ran: finish it here, so the caller sees `cancelled` (and the
+    # error file of batch_cancelled lines) without waiting for a worker.
+    return finalize(batch.pk, None) or Batch.objects.get(pk=batch.pk)
 
 
 def queue_positions() -> dict[str, int]:

@@ -54,11 +54,17 @@ def store_upload(owner: Any, upload: DjangoFile, purpose: str) -> File:
         raise
 
 
+class _LocalFile(DjangoFile):
+    # With this, FileSystemStorage moves the file into place instead of copying it.
+    def temporary_file_path(self) -> str:
+        return str(self.file.name)
+
+
 def save_generated(owner: Any, purpose: str, filename: str, path: str) -> File:
     """Register a file a worker wrote (an output or error file) by moving it into storage."""
     file_id = new_file_id()
     with open(path, "rb") as fh:
-        stored = default_storage.save(_storage_name(file_id), DjangoFile(fh, name=filename))
+        stored = default_storage.save(_storage_name(file_id), _LocalFile(fh, name=filename))
     return File.objects.create(
         id=file_id,
         owner=owner,

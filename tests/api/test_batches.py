@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import pytest
@@ -156,6 +157,12 @@ def test_cancelling_a_queued_batch_cancels_it_at_once(client, models, upload):
     cancelled = client.post(f"/v1/batches/{batch['id']}/cancel").json()
     assert cancelled["status"] == "cancelled" and cancelled["cancelled_at"] is not None
     assert set(Chunk.objects.values_list("status", flat=True)) == {ChunkStatus.CANCELLED}
+    assert cancelled["request_counts"] == {"total": 3, "completed": 0, "failed": 3}
+    assert cancelled["output_file_id"] is None
+    content = b"".join(client.get(f"/v1/files/{cancelled['error_file_id']}/content").streaming_content)
+    errors = [json.loads(line) for line in content.splitlines()]
+    assert [e["custom_id"] for e in errors] == ["req-0", "req-1", "req-2"]
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
     # Idempotent, as OpenAI's cancel is.
     assert client.post(f"/v1/batches/{batch['id']}/cancel").json()["status"] == "cancelled"
 

@@ -1,0 +1,277 @@
+"""The GPU worker: claims chunks, keeps the engine fed across chunk boundaries, writes results.
+
+One ``GpuWorker`` per process (``manage.py run_gpu_worker``). The main thread
+runs the loop; a heartbeat thread keeps the Worker row fresh even while a
+model loads for minutes, so other workers never mistake a slow load for death.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.utils import InterfaceError, OperationalError
+from django.utils import timezone
+
+from jobs.engine.base import Engine, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
+from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, RegisteredModel, WorkerState
+from jobs.models.ids import new_worker_id
+from jobs.services import queue, results
+from jobs.worker_feed import ChunkRun, Feeder
+
+log = logging.getLogger("batchsite.worker")
+
+POISON_MESSAGE = ("The engine crashed every time it ran this request, so it was failed alone "
+                  "to let the rest of the batch complete.")
+
+
+class GpuWorker:
+    def __init__(self, engine: Engine, worker_id: str | None = None, device: str = "",
+                 exit_when_idle: bool = False, heartbeat_seconds: float | None = None,
+                 stale_after: float | None = None) -> None:
+        conf = settings.BATCHSITE_WORKER
+        self.engine = engine
+        self.id = worker_id or new_worker_id()
+        self.device = device
+        self.exit_when_idle = exit_when_idle
+        self.heartbeat_seconds = heartbeat_seconds or conf.heartbeat_seconds
+        self.stale_after = stale_after or conf.stale_after_seconds
+        self.max_attempts = conf.max_attempts
+        self.grace = conf.shutdown_grace_seconds
+        self.poll = conf.poll_seconds
+        self.progress_every = conf.progress_seconds
+        self.state = WorkerState.IDLE
+        self.stopping = threading.Event()
+        self._beat_stop = threading.Event()
+        self._abort_timer: threading.Timer | None = None
+        self.spec: ModelSpec | None = None
+        self.feeder: Feeder | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    def request_stop(self, *_: Any) -> None:
+        """SIGTERM/SIGINT: stop claiming now; abort what is in flight after the grace period."""
+        if self.stopping.is_set():
+            return
+        log.info("worker %s stopping (grace %.0fs)", self.id, self.grace)
+        self.stopping.set()
+        self._abort_timer = threading.Timer(self.grace, self.engine.abort)
+        self._abort_timer.daemon = True
+        self._abort_timer.start()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        queue.register_worker(self.id, self.device, os.getpid())
+        log.info("worker %s started (pid %d, device %s)", self.id, os.getpid(), self.device or "-")
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        backoff = 1.0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    close_old_connections()
+                    busy = self.tick()
+                    backoff = 1.0
+                except (OperationalError, InterfaceError) as exc:
+                    # The database went away: wait and retry instead of crash-looping.
+                    log.warning("database unavailable (%s); retrying in %.0fs", exc, backoff)
+                    connection.close()
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                if not busy:
+                    if self.exit_when_idle and self.queue_drained():
+                        log.info("worker %s: queue drained, exiting", self.id)
+                        break
+                    self.stopping.wait(self.poll)
+        finally:
+            self.state = WorkerState.STOPPING
+            if self._abort_timer is not None:
+                self._abort_timer.cancel()
+            self.engine.unload()
+            self._beat_stop.set()
+            beat.join(timeout=10)
+            queue.stop_worker(self.id)
+            log.info("worker %s stopped", self.id)
+        return 0
+
+    def _heartbeat_loop(self) -> None:
+        try:
+            while not self._beat_stop.wait(self.heartbeat_seconds):
+                try:
+                    queue.heartbeat(self.id, state=self.state, loaded_model=self.engine.loaded_model or "")
+                    feeder = self.feeder
+                    if feeder is not None:
+                        # Here, not in the result loop: a cancel must abort
+                        # within seconds even while no result is arriving.
+                        feeder.stop_cancelled()
+                except (OperationalError, InterfaceError) as exc:
+                    log.warning("heartbeat failed: %s", exc)
+                    connection.close()
+        finally:
+            connection.close()
+
+    def queue_drained(self) -> bool:
+        """Nothing left that this worker could ever pick up, including a finalize
+        whose worker may yet die (so --exit-when-idle cannot strand a batch)."""
+        return not (Chunk.objects.unfinished().filter(batch__status__in=[BatchStatus.IN_PROGRESS,
+                                                                        BatchStatus.CANCELLING]).exists()
+                    or Batch.objects.filter(status=BatchStatus.FINALIZING).exists()
+                    or queue.finishable_batches())
+
+    # -- one pass of the loop ------------------------------------------------
+
+    def tick(self) -> bool:
+        """Housekeeping, then one claimed chunk (and what follows it). True if anything was done."""
+        busy = bool(queue.sweep_stale(self.stale_after, self.max_attempts))
+        queue.stop_due_batches()
+        for batch_id in queue.finishable_batches():
+            busy = results.finalize(batch_id, self.id) is not None or busy
+        if self.stopping.is_set():
+            return busy
+        chunk = queue.claim_next(self.id)
+        if chunk is None:
+            return busy
+        self.process(chunk)
+        return True
+
+    def process(self, chunk: Chunk) -> None:
+        batch = chunk.batch
+        entry = RegisteredModel.objects.enabled().filter(name=batch.model).first()
+        if entry is None:
+            self.fail_batch(batch, "model_not_found", f"The model {batch.model!r} is no longer registered or enabled.")
+            return
+        spec = ModelSpec(entry.name, entry.source, tuple(entry.endpoints), dict(entry.engine_options))
+        try:
+            self.load(spec)
+        except ModelLoadError as exc:
+            self.fail_batch(batch, "model_load_failed", str(exc))
+            return
+        self.state = WorkerState.RUNNING
+        feeder = self.feeder = Feeder(self, chunk, spec.name)
+        try:
+            self.pump(feeder, spec)
+            self.settle(feeder)
+        finally:
+            self.feeder = None
+            self.state = WorkerState.IDLE
+
+    def load(self, spec: ModelSpec) -> None:
+        if self.engine.loaded_model == spec.name and self.spec == spec:
+            return
+        self.state = WorkerState.LOADING
+        started = time.monotonic()
+        self.spec = None
+        self.engine.load(spec)
+        self.spec = spec
+        log.info("model %s ready in %.1fs", spec.name, time.monotonic() - started)
+
+    def fail_batch(self, batch: Batch, code: str, message: str) -> None:
+        log.error("batch %s failed: %s", batch.id, message)
+        Chunk.objects.filter(batch=batch).exclude(status=ChunkStatus.DONE).update(
+            status=ChunkStatus.FAILED, worker=None, last_error=message)
+        Batch.objects.filter(pk=batch.pk).exclude(status__in=[BatchStatus.COMPLETED, BatchStatus.FAILED]).update(
+            status=BatchStatus.FAILED, failed_at=timezone.now(),
+            errors={"object": "list", "data": [{"code": code, "message": message, "param": None, "line": None}]})
+        self.state = WorkerState.IDLE
+
+    # -- running requests ------------------------------------------------
+
+    def pump(self, feeder: Feeder, spec: ModelSpec) -> None:
+        """Run the feeder's requests to the end, surviving engine deaths."""
+        while True:
+            try:
+                for result in self.engine.run(feeder):
+                    self.accept(result)
+                    feeder.maybe_report()
+                return
+            except EngineDeadError as exc:
+                suspects = feeder.take_in_flight()
+                log.error("engine died (%s) with %d requests in flight; reloading", exc, len(suspects))
+                self.reload(spec)
+                self.isolate(suspects, spec)
+                if feeder.finished:
+                    return
+
+    def reload(self, spec: ModelSpec) -> None:
+        self.engine.unload()
+        self.spec = None
+        self.load(spec)
+
+    def isolate(self, suspects: list[EngineRequest], spec: ModelSpec) -> None:
+        """Retry the lines that were in flight when the engine died, halving the
+        groups that kill it again, until a line that kills it alone is failed alone."""
+        groups = [suspects] if suspects else []
+        while groups and not self.stopping.is_set():
+            group = groups.pop()
+            seen: set[str] = set()
+            try:
+                for result in self.engine.run(iter(group)):
+                    seen.add(result.custom_id)
+                    self.accept(result)
+            except EngineDeadError:
+                self.reload(spec)
+                rest = [r for r in group if r.custom_id not in seen]
+                if len(group) == 1:
+                    log.error("request %s crashes the engine; failing it alone", group[0].custom_id)
+                    self.accept(poison_result(group[0]))
+                elif rest:
+                    half = max(1, len(rest) // 2)
+                    groups += [g for g in (rest[half:], rest[:half]) if g]
+
+    def accept(self, result: EngineResult) -> None:
+        run, seq = result.tag
+        if self.feeder is not None:
+            self.feeder.in_flight.pop((run.chunk.pk, seq), None)
+        if run.abandoned:
+            return
+        run.add(seq, result)
+        if run.complete:
+            self.finish(run)
+
+    def finish(self, run: ChunkRun) -> None:
+        chunk = run.chunk
+        if not queue.report_progress(chunk.pk, self.id, run.completed, run.failed):
+            run.abandoned = True
+            log.warning("chunk %s was taken from this worker; dropping its results", chunk)
+            return
+        results.write_parts(chunk, run.sorted_output(), run.sorted_errors())
+        if run.stopped:
+            done = queue.cut_chunk_short(chunk.pk, self.id, run.completed, run.failed, run.usage)
+        else:
+            done = queue.complete_chunk(chunk.pk, self.id, run.completed, run.failed, run.usage)
+        run.abandoned = True  # nothing more to do with it either way
+        if not done:
+            log.warning("chunk %s was taken from this worker before it was marked done", chunk)
+            return
+        queue.refresh_batch_counts(chunk.batch_id)
+        elapsed = max(time.monotonic() - run.started, 1e-9)
+        log.info("chunk %s done: %d ok, %d failed, %.1f req/s, %d output tokens", chunk, run.completed,
+                 run.failed, (run.completed + run.failed) / elapsed, run.usage.get("completion_tokens", 0))
+        results.finalize(chunk.batch_id, self.id)
+
+    def settle(self, feeder: Feeder) -> None:
+        """After the engine returns: runs cut short by cancel/expiry keep what ran; the
+        rest (shutdown, abort for another batch) go back to the queue untouched."""
+        for run in feeder.runs:
+            if run.abandoned:
+                continue
+            if run.stopped:
+                self.finish(run)
+            else:
+                run.abandoned = True
+                queue.release_chunk(run.chunk.pk, self.id, count_attempt=False)
+                queue.refresh_batch_counts(run.chunk.batch_id)
+                log.info("released chunk %s back to the queue", run.chunk)
+
+
+def poison_result(request: EngineRequest) -> EngineResult:
+    body = {"error": {"message": POISON_MESSAGE, "type": "InternalServerError", "param": None, "code": 500}}
+    return EngineResult(request.custom_id, 500, body, "", None, request.tag)
