@@ -130,7 +130,8 @@ class GpuWorker:
 
     def tick(self) -> bool:
         """Housekeeping, then one claimed chunk (and what follows it). True if anything was done."""
-        busy = bool(queue.sweep_stale(self.stale_after, self.max_attempts))
+        busy = bool(queue.release_orphans(self.id))
+        busy = bool(queue.sweep_stale(self.stale_after, self.max_attempts)) or busy
         queue.stop_due_batches()
         for batch_id in queue.finishable_batches():
             busy = results.finalize(batch_id, self.id) is not None or busy

@@ -177,3 +177,31 @@ def test_cancel_mid_run_keeps_finished_lines_and_cancels_the_rest(client, models
     print(f"cancelled with {batch.completed} of {n} done")
 
 
+
+
+def pg_ctl(*args: str) -> None:
+    command = ["pg_ctl", "-D", os.environ["BATCHSITE_TEST_PG_DATA"], *args]
+    user = os.environ.get("BATCHSITE_TEST_PG_USER")
+    if user:
+        command = ["su", user, "-s", "/bin/bash", "-c", " ".join(f"'{a}'" for a in command)]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+
+@pytest.mark.skipif("BATCHSITE_TEST_PG_DATA" not in os.environ,
+                    reason="needs the PostgreSQL started by bin/with-postgres, which it stops and restarts")
+def test_the_database_going_away_makes_the_worker_wait_and_resume(client, models, upload, limits, settings):
+    from django.db import connection
+
+    limits(chunk_size=20)
+    n = 200
+    batch_id = make_batch(client, upload, n)
+    worker = start_worker(settings, *SIM, **FAST, SIM_SLEEP_SECONDS="0.02")
+    wait_for(lambda: Batch.objects.get(pk=batch_id).completed >= 20, what="progress")
+    connection.close()
+    pg_ctl("-m", "immediate", "stop")
+    time.sleep(4)
+    assert worker.poll() is None, "the worker crashed while the database was down"
+    pg_ctl("-w", "-l", os.environ["BATCHSITE_TEST_PG_DATA"] + "/../restart.log", "-o",
+           os.environ["BATCHSITE_TEST_PG_OPTIONS"], "start")
+    assert finish(worker) == 0
+    assert_every_line_once(batch_id, n)

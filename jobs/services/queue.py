@@ -110,6 +110,16 @@ def release_chunk(chunk_id: int, worker_id: str, count_attempt: bool = True) -> 
     ) == 1
 
 
+def release_orphans(worker_id: str) -> int:
+    """Chunks still marked as this worker's while it runs none: left by an
+    error mid-chunk (the database went away, say). Back to the queue."""
+    orphans = list(Chunk.objects.running().filter(worker_id=worker_id).values_list("pk", "batch_id"))
+    for chunk_id, batch_id in orphans:
+        if release_chunk(chunk_id, worker_id):
+            refresh_batch_counts(batch_id)
+    return len(orphans)
+
+
 def refresh_batch_counts(batch_id: str) -> None:
     """request_counts from the chunks' live counts, in one statement.
 
