@@ -52,6 +52,10 @@ class GpuWorker:
         self._abort_timer: threading.Timer | None = None
         self.spec: ModelSpec | None = None
         self.feeder: Feeder | None = None
+        # Set while in-flight requests are being aborted: vLLM's serving layer
+        # answers a cancelled request with an error body ("Client disconnected"),
+        # which must not be written as that line's result.
+        self.aborting = threading.Event()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -61,9 +65,13 @@ class GpuWorker:
             return
         log.info("worker %s stopping (grace %.0fs)", self.id, self.grace)
         self.stopping.set()
-        self._abort_timer = threading.Timer(self.grace, self.engine.abort)
+        self._abort_timer = threading.Timer(self.grace, self.abort_engine)
         self._abort_timer.daemon = True
         self._abort_timer.start()
+
+    def abort_engine(self) -> None:
+        self.aborting.set()
+        self.engine.abort()
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -189,6 +197,7 @@ class GpuWorker:
         """Run the feeder's requests to the end, surviving engine deaths."""
         while True:
             try:
+                self.aborting.clear()
                 for result in self.engine.run(feeder):
                     self.accept(result)
                     feeder.maybe_report()
@@ -231,7 +240,7 @@ class GpuWorker:
         run, seq = result.tag
         if self.feeder is not None:
             self.feeder.in_flight.pop((run.chunk.pk, seq), None)
-        if run.abandoned:
+        if run.abandoned or (self.aborting.is_set() and result.status_code >= 400):
             return
         run.add(seq, result)
         if run.complete:

@@ -157,4 +157,4 @@ class Feeder:
             for run in live:
                 if run.chunk.batch_id in stop:
                     run.stopped = True
-            self.worker.engine.abort()
+            self.worker.abort_engine()

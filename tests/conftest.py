@@ -194,19 +194,21 @@ def live_server_process(django_db_setup: Any, django_db_blocker: Any, tmp_path_f
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def subprocess_env(settings: Any, **extra: str) -> dict[str, str]:
-    """Environment for a manage.py subprocess that shares this test's database and files."""
+def subprocess_env(settings: Any, data_dir: Path | None = None, **extra: str) -> dict[str, str]:
+    """Environment for a manage.py subprocess that shares this test's database and files
+    (or, with ``data_dir``, a live server's files)."""
     import os
 
-    env = {**os.environ, "DATABASE_URL": database_url(), "BATCHSITE_DATA_DIR": str(Path(settings.FILES_DIR).parent),
+    env = {**os.environ, "DATABASE_URL": database_url(),
+           "BATCHSITE_DATA_DIR": str(data_dir or Path(settings.FILES_DIR).parent),
            "DJANGO_SETTINGS_MODULE": "batchsite.settings"}
     env.update(extra)
     return env
 
 
-def start_worker(settings: Any, *args: str, **env: str) -> Any:
+def start_worker(settings: Any, *args: str, data_dir: Path | None = None, stderr: Any = None, **env: str) -> Any:
     import subprocess
     import sys
 
     return subprocess.Popen([sys.executable, "manage.py", "run_gpu_worker", *args], cwd=ROOT,
-                            env=subprocess_env(settings, **env))
+                            env=subprocess_env(settings, data_dir, **env), stderr=stderr)

@@ -84,7 +84,7 @@ class BatchOutputSerializer(serializers.ModelSerializer):
         return positions.get(obj.id)
 
     def get_estimated_completion_time(self, obj: Batch) -> int | None:
-        return unix(getattr(obj, "estimated_completion", None))
+        return unix(batch_service.estimated_completion(obj))
 
     def get_webhook_url(self, obj: Batch) -> str | None:
         return obj.webhook_url or None

@@ -192,3 +192,18 @@ def test_models_lists_enabled_models(client, models):
     assert {m["id"] for m in body["data"]} == {CHAT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
     assert client.get(f"/v1/models/{CHAT_MODEL}").json()["id"] == CHAT_MODEL
     assert client.get("/v1/models/hidden").status_code == 404
+
+
+def test_eta_follows_the_rate_so_far(client, models, upload):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    batch = make(client, upload, n=10)
+    assert batch["estimated_completion_time"] is None
+    Batch.objects.filter(pk=batch["id"]).update(started_at=timezone.now() - timedelta(seconds=100), completed=4,
+                                                failed=1)
+    body = client.get(f"/v1/batches/{batch['id']}").json()
+    # 5 of 10 done in 100 s: about 100 s to go.
+    assert abs(body["estimated_completion_time"] - (timezone.now().timestamp() + 100)) < 5
+    assert body["progress_percent"] == 50.0
