@@ -176,11 +176,16 @@ class GpuWorker:
         if self.engine.loaded_model == spec.name and self.spec == spec:
             return
         self.state = WorkerState.LOADING
+        if self.engine.loaded_model is not None:
+            started = time.monotonic()
+            previous = self.engine.loaded_model
+            self.engine.unload()
+            log.info("model %s unloaded in %.2fs", previous, time.monotonic() - started)
         started = time.monotonic()
         self.spec = None
         self.engine.load(spec)
         self.spec = spec
-        log.info("model %s ready in %.1fs", spec.name, time.monotonic() - started)
+        log.info("model %s ready in %.2fs", spec.name, time.monotonic() - started)
 
     def fail_batch(self, batch: Batch, code: str, message: str) -> None:
         log.error("batch %s failed: %s", batch.id, message)

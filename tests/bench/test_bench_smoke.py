@@ -1,0 +1,61 @@
+"""Each benchmark script runs end to end on a tiny input, so the scripts keep working.
+
+These check that the scripts run and report sane numbers, not the numbers
+themselves: performance claims live in docs/BENCHMARKS.md, measured by the
+full runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(script: str, *args: str, tmp_path: Path, **env: str) -> dict[str, Any]:
+    out = tmp_path / f"{script}.json"
+    environment = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "BATCHSITE_DATA_DIR")}
+    environment.update(env)
+    done = subprocess.run([sys.executable, f"bench/{script}.py", *args, "--json", str(out)], cwd=ROOT,
+                          env=environment, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-4000:]
+    print(done.stdout)
+    return dict(json.loads(out.read_text()))
+
+
+def test_ingest(tmp_path):
+    result = run("ingest", "--lines", "300", "1000", tmp_path=tmp_path)
+    assert [row["lines"] for row in result["rows"]] == [300, 1000]
+    assert all(row["lines_s"] > 0 and row["bare_parse_lines_s"] > 0 for row in result["rows"])
+
+
+def test_api_load(tmp_path):
+    result = run("api_load", "--clients", "4", "--seconds", "2", "--batches", "3", tmp_path=tmp_path)
+    assert result["requests"] > 0 and result["errors"] == 0
+
+
+def test_claim_scaling(tmp_path):
+    result = run("claim_scaling", "--workers", "1", "2", "--chunks", "6", "--sleep", "0.001", tmp_path=tmp_path)
+    assert [row["workers"] for row in result["rows"]] == [1, 2]
+
+
+@pytest.mark.engine
+def test_e2e_throughput_on_the_tiny_model(tmp_path):
+    result = run("e2e_throughput", "--model", "tiny", "--n", "8", tmp_path=tmp_path,
+                 VLLM_ENABLE_V1_MULTIPROCESSING="0")
+    assert set(result["ratios"]) == {"c/a processing", "c/b processing", "c/b wall (cold batchsite / whole run_batch)"}
+    assert all(row["req_s"] > 0 for row in result["rows"])
+
+
+@pytest.mark.engine
+def test_model_swap(tmp_path):
+    result = run("model_swap", "--batches", "3", "--requests", "2", tmp_path=tmp_path,
+                 VLLM_ENABLE_V1_MULTIPROCESSING="0")
+    assert len(result["loads"]) == 3 and len(result["swaps"]) == 2
