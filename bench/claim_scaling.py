@@ -37,15 +37,22 @@ def run(workers: int, chunks: int, chunk_size: int, sleep: float) -> dict[str, f
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
             conn.execute(f'CREATE DATABASE "{name}"')
         database_url = f"{base}/{name}"
-    stack = Stack(database_url=database_url, env={"BATCHSITE_CHUNK_SIZE": str(chunk_size),
-                                                  "BATCHSITE_POLL_SECONDS": "0.05"})
+    stack = Stack(
+        database_url=database_url, env={"BATCHSITE_CHUNK_SIZE": str(chunk_size), "BATCHSITE_POLL_SECONDS": "0.05"}
+    )
     try:
         stack.register(MODEL, "/simulated", "chat")
         stack.start_web()
         sdk = stack.sdk(stack.api_key())
         for i in range(workers):
-            stack.start_worker("--engine", "jobs.engine.simulated.SimulatedEngine", "--worker-id", f"sim-{i}",
-                               log=stack.data_dir / f"worker-{i}.log", SIM_SLEEP_SECONDS=str(sleep))
+            stack.start_worker(
+                "--engine",
+                "jobs.engine.simulated.SimulatedEngine",
+                "--worker-id",
+                f"sim-{i}",
+                log=stack.data_dir / f"worker-{i}.log",
+                SIM_SLEEP_SECONDS=str(sleep),
+            )
         time.sleep(3)  # let every worker finish starting before the batch exists
         path = write_jsonl(stack.data_dir / "in.jsonl", chat_lines(chunks * chunk_size, MODEL))
         file = sdk.files.create(file=path.open("rb"), purpose="batch")
@@ -58,8 +65,12 @@ def run(workers: int, chunks: int, chunk_size: int, sleep: float) -> dict[str, f
         from django.db import connections
 
         connections.close_all()
-        return {"workers": workers, "seconds": seconds, "chunks_s": chunks / seconds,
-                "ideal_s": chunks * chunk_size * sleep / workers}
+        return {
+            "workers": workers,
+            "seconds": seconds,
+            "chunks_s": chunks / seconds,
+            "ideal_s": chunks * chunk_size * sleep / workers,
+        }
     finally:
         stack.stop()
 

@@ -22,8 +22,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
-         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+    "quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
 
 
 def chat_prompt(i: int) -> str:
@@ -33,9 +35,20 @@ def chat_prompt(i: int) -> str:
 
 
 def chat_lines(n: int, model: str, max_tokens: int = 32) -> list[dict[str, Any]]:
-    return [{"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
-             "body": {"model": model, "messages": [{"role": "user", "content": chat_prompt(i)}],
-                      "max_tokens": max_tokens, "temperature": 0}} for i in range(n)]
+    return [
+        {
+            "custom_id": f"req-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": model,
+                "messages": [{"role": "user", "content": chat_prompt(i)}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            },
+        }
+        for i in range(n)
+    ]
 
 
 def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> Path:
@@ -58,11 +71,17 @@ def peak_rss_children_mb() -> float:
 class Stack:
     """A private batchsite: its own data dir and database, started like bin/start does."""
 
-    def __init__(self, database_url: str | None = None, data_dir: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, database_url: str | None = None, data_dir: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="batchsite-bench-"))
-        self.env = {**os.environ, "BATCHSITE_DATA_DIR": str(self.data_dir), "HF_HUB_OFFLINE": "1",
-                    "DJANGO_SETTINGS_MODULE": "batchsite.settings", **(env or {})}
+        self.env = {
+            **os.environ,
+            "BATCHSITE_DATA_DIR": str(self.data_dir),
+            "HF_HUB_OFFLINE": "1",
+            "DJANGO_SETTINGS_MODULE": "batchsite.settings",
+            **(env or {}),
+        }
         if database_url:
             self.env["DATABASE_URL"] = database_url
         self.processes: list[subprocess.Popen[Any]] = []
@@ -70,8 +89,9 @@ class Stack:
         self.manage("migrate", "--noinput")
 
     def manage(self, *args: str) -> str:
-        done = subprocess.run([PYTHON, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True,
-                              text=True, check=False)
+        done = subprocess.run(
+            [PYTHON, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True, check=False
+        )
         if done.returncode:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
         return done.stdout
@@ -87,9 +107,24 @@ class Stack:
 
     def start_web(self, workers: int = 2, threads: int = 4) -> str:
         port = free_port()
-        self.web = self._spawn([PYTHON, "-m", "gunicorn", "batchsite.wsgi", "--bind", f"127.0.0.1:{port}",
-                                "--workers", str(workers), "--threads", str(threads), "--timeout", "600",
-                                "--log-level", "warning"])
+        self.web = self._spawn(
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "batchsite.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--timeout",
+                "600",
+                "--log-level",
+                "warning",
+            ]
+        )
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -139,8 +174,13 @@ class Stack:
                 process.kill()
 
 
-def wait_status(sdk: Any, batch_id: str, done: tuple[str, ...] = ("completed", "failed", "expired", "cancelled"),
-                timeout: float = 3600, every: float = 0.1) -> Any:
+def wait_status(
+    sdk: Any,
+    batch_id: str,
+    done: tuple[str, ...] = ("completed", "failed", "expired", "cancelled"),
+    timeout: float = 3600,
+    every: float = 0.1,
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         batch = sdk.batches.retrieve(batch_id)

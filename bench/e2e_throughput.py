@@ -40,8 +40,11 @@ from bench.common import (  # noqa: E402
 
 
 def output_tokens(lines: list[dict[str, Any]]) -> int:
-    return sum((line["response"]["body"].get("usage") or {}).get("completion_tokens", 0)
-               for line in lines if line.get("response"))
+    return sum(
+        (line["response"]["body"].get("usage") or {}).get("completion_tokens", 0)
+        for line in lines
+        if line.get("response")
+    )
 
 
 def raw_llm(spec: Any, requests: Path) -> dict[str, Any]:
@@ -49,20 +52,43 @@ def raw_llm(spec: Any, requests: Path) -> dict[str, Any]:
 
     args = json.dumps(resolve(spec).engine_args)
     result = requests.with_suffix(".raw.json")
-    subprocess.run([PYTHON, str(REPO / "bench" / "raw_llm.py"), str(requests), spec.source, spec.name, args,
-                    str(result)], env=engine_env(spec), capture_output=True, text=True, check=True)
+    subprocess.run(
+        [PYTHON, str(REPO / "bench" / "raw_llm.py"), str(requests), spec.source, spec.name, args, str(result)],
+        env=engine_env(spec),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return dict(json.loads(result.read_text()))
 
 
 def run_batch(spec: Any, requests: Path, work: Path) -> dict[str, Any]:
     out, timing = work / "run_batch.out.jsonl", work / "run_batch.timing.json"
     started = time.perf_counter()
-    subprocess.run([PYTHON, str(REPO / "bench" / "run_batch_timed.py"), str(timing), "-i", str(requests), "-o",
-                    str(out), *vllm_cli_args(spec)], env=engine_env(spec), capture_output=True, text=True, check=True)
+    subprocess.run(
+        [
+            PYTHON,
+            str(REPO / "bench" / "run_batch_timed.py"),
+            str(timing),
+            "-i",
+            str(requests),
+            "-o",
+            str(out),
+            *vllm_cli_args(spec),
+        ],
+        env=engine_env(spec),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     wall = time.perf_counter() - started
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    return {"wall": wall, "seconds": json.loads(timing.read_text())["seconds"], "requests": len(lines),
-            "output_tokens": output_tokens(lines)}
+    return {
+        "wall": wall,
+        "seconds": json.loads(timing.read_text())["seconds"],
+        "requests": len(lines),
+        "output_tokens": output_tokens(lines),
+    }
 
 
 def batchsite(spec: Any, requests: Path, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -75,20 +101,25 @@ def batchsite(spec: Any, requests: Path, n: int) -> tuple[dict[str, Any], dict[s
 
         def submit(path: Path) -> str:
             file = sdk.files.create(file=path.open("rb"), purpose="batch")
-            return str(sdk.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions",
-                                          completion_window="24h").id)
+            return str(
+                sdk.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h").id
+            )
 
         # Warm: a worker with the model loaded (by a 2-line batch) takes the batch.
         worker = stack.start_worker(log=stack.data_dir / "worker-warm.log")
-        warm_up = write_jsonl(stack.data_dir / "warm.jsonl",
-                              [json.loads(x) for x in requests.read_text().splitlines()[:2]])
+        warm_up = write_jsonl(
+            stack.data_dir / "warm.jsonl", [json.loads(x) for x in requests.read_text().splitlines()[:2]]
+        )
         wait_status(sdk, submit(warm_up))
         batch_id = submit(requests)
         done = wait_status(sdk, batch_id, every=0.05)
         row = models.Batch.objects.get(pk=batch_id)
         out = [json.loads(x) for x in sdk.files.content(done.output_file_id).text.splitlines()]
-        warm = {"seconds": (row.completed_at - row.started_at).total_seconds(), "requests": done.request_counts.completed,
-                "output_tokens": output_tokens(out)}
+        warm = {
+            "seconds": (row.completed_at - row.started_at).total_seconds(),
+            "requests": done.request_counts.completed,
+            "output_tokens": output_tokens(out),
+        }
         worker.terminate()
         worker.wait(timeout=120)
 
@@ -120,13 +151,24 @@ def main() -> None:
     warm, cold = batchsite(spec, requests, args.n)
 
     def rates(name: str, r: dict[str, Any], key: str = "seconds") -> dict[str, Any]:
-        return {"method": name, "seconds": r[key], "req_s": r["requests"] / r[key],
-                "out_tok_s": r.get("output_tokens", 0) / r[key] if "output_tokens" in r else ""}
+        return {
+            "method": name,
+            "seconds": r[key],
+            "req_s": r["requests"] / r[key],
+            "out_tok_s": r.get("output_tokens", 0) / r[key] if "output_tokens" in r else "",
+        }
 
-    rows = [rates("a. LLM.chat (loaded)", raw), rates("b. run_batch processing", rb),
-            rates("b. run_batch whole process", rb, "wall"), rates("c. batchsite claim->completed (loaded)", warm),
-            {"method": "c. batchsite upload->completed (cold)", "seconds": cold["wall"],
-             "req_s": cold["requests"] / cold["wall"]}]
+    rows = [
+        rates("a. LLM.chat (loaded)", raw),
+        rates("b. run_batch processing", rb),
+        rates("b. run_batch whole process", rb, "wall"),
+        rates("c. batchsite claim->completed (loaded)", warm),
+        {
+            "method": "c. batchsite upload->completed (cold)",
+            "seconds": cold["wall"],
+            "req_s": cold["requests"] / cold["wall"],
+        },
+    ]
     ratios = {
         "c/a processing": rows[3]["req_s"] / rows[0]["req_s"],
         "c/b processing": rows[3]["req_s"] / rows[1]["req_s"],

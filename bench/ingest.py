@@ -28,10 +28,13 @@ MODEL = "ingest-model"
 def make_file(path: Path, lines: int) -> Path:
     with path.open("w") as out:
         for i in range(lines):
-            body = {"model": MODEL, "max_tokens": 32, "temperature": 0,
-                    "messages": [{"role": "user", "content": (chat_prompt(i) + " ") * 6}]}
-            line = json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
-                               "body": body})
+            body = {
+                "model": MODEL,
+                "max_tokens": 32,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": (chat_prompt(i) + " ") * 6}],
+            }
+            line = json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
             out.write(line[:1] + " " * max(0, 1000 - len(line)) + line[1:] + "\n")  # pad to ~1 KB
     return path
 
@@ -63,9 +66,13 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     biggest = max(args.lines)
-    stack = Stack(env={"BATCHSITE_MAX_REQUESTS_PER_BATCH": str(biggest),
-                       "BATCHSITE_MAX_QUEUED_REQUESTS": str(4 * biggest),
-                       "BATCHSITE_MAX_UPLOAD_BYTES": str(1100 * biggest + 1_000_000)})
+    stack = Stack(
+        env={
+            "BATCHSITE_MAX_REQUESTS_PER_BATCH": str(biggest),
+            "BATCHSITE_MAX_QUEUED_REQUESTS": str(4 * biggest),
+            "BATCHSITE_MAX_UPLOAD_BYTES": str(1100 * biggest + 1_000_000),
+        }
+    )
     rows = []
     try:
         stack.register(MODEL, "/nonexistent", "chat")
@@ -73,8 +80,11 @@ def main() -> None:
         sdk = stack.sdk(stack.api_key())
         server = psutil.Process(stack.web.pid).children()[0]
         warm = make_file(stack.data_dir / "warm.jsonl", 100)
-        sdk.batches.create(input_file_id=sdk.files.create(file=warm.open("rb"), purpose="batch").id,
-                           endpoint="/v1/chat/completions", completion_window="24h")
+        sdk.batches.create(
+            input_file_id=sdk.files.create(file=warm.open("rb"), purpose="batch").id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
         for n in args.lines:
             path = make_file(stack.data_dir / f"in-{n}.jsonl", n)
             bare = bare_parse(path)
@@ -84,20 +94,41 @@ def main() -> None:
             started = time.perf_counter()
             file = sdk.files.create(file=path.open("rb"), purpose="batch")
             uploaded = time.perf_counter()
-            batch = sdk.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions",
-                                       completion_window="24h")
+            batch = sdk.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
             seconds = time.perf_counter() - started
             sampler.running = False
             sampler.join()
             assert batch.status == "in_progress" and batch.request_counts.total == n, batch
-            rows.append({"lines": n, "MB": path.stat().st_size / 1e6, "upload_s": uploaded - started,
-                         "to_in_progress_s": seconds, "lines_s": n / seconds, "bare_parse_lines_s": n / bare,
-                         "ratio_vs_bare": bare / seconds, "rss_growth_MB": (sampler.peak - base) / 1e6})
+            rows.append(
+                {
+                    "lines": n,
+                    "MB": path.stat().st_size / 1e6,
+                    "upload_s": uploaded - started,
+                    "to_in_progress_s": seconds,
+                    "lines_s": n / seconds,
+                    "bare_parse_lines_s": n / bare,
+                    "ratio_vs_bare": bare / seconds,
+                    "rss_growth_MB": (sampler.peak - base) / 1e6,
+                }
+            )
             sdk.batches.cancel(batch.id)
     finally:
         stack.stop()
-    print(table(rows, ["lines", "MB", "upload_s", "to_in_progress_s", "lines_s", "bare_parse_lines_s",
-                       "ratio_vs_bare", "rss_growth_MB"]))
+    print(
+        table(
+            rows,
+            [
+                "lines",
+                "MB",
+                "upload_s",
+                "to_in_progress_s",
+                "lines_s",
+                "bare_parse_lines_s",
+                "ratio_vs_bare",
+                "rss_growth_MB",
+            ],
+        )
+    )
     emit({"rows": rows}, args.json)
 
 

@@ -42,12 +42,18 @@ def main() -> None:
             if i % 2 == 0:
                 lines = chat_lines(args.requests, chat.name, 8)
             else:
-                lines = [{"custom_id": f"e{k}", "method": "POST", "url": "/v1/embeddings",
-                          "body": {"model": demo.MINILM_NAME, "input": f"text {k}"}} for k in range(args.requests)]
+                lines = [
+                    {
+                        "custom_id": f"e{k}",
+                        "method": "POST",
+                        "url": "/v1/embeddings",
+                        "body": {"model": demo.MINILM_NAME, "input": f"text {k}"},
+                    }
+                    for k in range(args.requests)
+                ]
             path = write_jsonl(stack.data_dir / f"b{i}.jsonl", lines)
             file = sdk.files.create(file=path.open("rb"), purpose="batch")
-            ids.append(sdk.batches.create(input_file_id=file.id, endpoint=lines[0]["url"],
-                                          completion_window="24h").id)
+            ids.append(sdk.batches.create(input_file_id=file.id, endpoint=lines[0]["url"], completion_window="24h").id)
         started = time.perf_counter()
         worker = stack.start_worker("--exit-when-idle", log=log)
         assert worker.wait(timeout=3600) == 0, log.read_text()[-3000:]
@@ -63,15 +69,21 @@ def main() -> None:
         cold.setdefault(model, seconds)
     swaps = []
     for (model, seconds), unload in zip(loads[1:], unloads, strict=False):
-        swaps.append({"to": model.split("/")[-1], "unload_s": unload, "load_s": seconds,
-                      "swap_s": unload + seconds, "cold_load_s": cold[model],
-                      "overhead_s": unload + seconds - cold[model]})
+        swaps.append(
+            {
+                "to": model.split("/")[-1],
+                "unload_s": unload,
+                "load_s": seconds,
+                "swap_s": unload + seconds,
+                "cold_load_s": cold[model],
+                "overhead_s": unload + seconds - cold[model],
+            }
+        )
     print(f"{args.batches} batches, {len(loads)} loads, {len(unloads)} unloads, worker wall {total:.1f}s")
     print(table(swaps, ["to", "unload_s", "load_s", "swap_s", "cold_load_s", "overhead_s"]))
     mean = sum(s["overhead_s"] for s in swaps) / max(len(swaps), 1)
     print(f"mean overhead beyond a cold load: {mean:.2f}s per swap")
-    emit({"loads": loads, "unloads": unloads, "swaps": swaps, "mean_overhead_s": mean, "wall_s": total},
-         args.json)
+    emit({"loads": loads, "unloads": unloads, "swaps": swaps, "mean_overhead_s": mean, "wall_s": total}, args.json)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,21 @@ from jobs.worker_feed import ChunkRun, Feeder
 
 log = logging.getLogger("batchsite.worker")
 
-POISON_MESSAGE = ("The engine crashed every time it ran this request, so it was failed alone "
-                  "to let the rest of the batch complete.")
+POISON_MESSAGE = (
+    "The engine crashed every time it ran this request, so it was failed alone to let the rest of the batch complete."
+)
 
 
 class GpuWorker:
-    def __init__(self, engine: Engine, worker_id: str | None = None, device: str = "",
-                 exit_when_idle: bool = False, heartbeat_seconds: float | None = None,
-                 stale_after: float | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        worker_id: str | None = None,
+        device: str = "",
+        exit_when_idle: bool = False,
+        heartbeat_seconds: float | None = None,
+        stale_after: float | None = None,
+    ) -> None:
         conf = settings.BATCHSITE_WORKER
         self.engine = engine
         self.id = worker_id or new_worker_id()
@@ -129,10 +136,13 @@ class GpuWorker:
     def queue_drained(self) -> bool:
         """Nothing left that this worker could ever pick up, including a finalize
         whose worker may yet die (so --exit-when-idle cannot strand a batch)."""
-        return not (Chunk.objects.unfinished().filter(batch__status__in=[BatchStatus.IN_PROGRESS,
-                                                                        BatchStatus.CANCELLING]).exists()
-                    or Batch.objects.filter(status=BatchStatus.FINALIZING).exists()
-                    or queue.finishable_batches())
+        return not (
+            Chunk.objects.unfinished()
+            .filter(batch__status__in=[BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING])
+            .exists()
+            or Batch.objects.filter(status=BatchStatus.FINALIZING).exists()
+            or queue.finishable_batches()
+        )
 
     # -- one pass of the loop ------------------------------------------------
 
@@ -190,10 +200,13 @@ class GpuWorker:
     def fail_batch(self, batch: Batch, code: str, message: str) -> None:
         log.error("batch %s failed: %s", batch.id, message)
         Chunk.objects.filter(batch=batch).exclude(status=ChunkStatus.DONE).update(
-            status=ChunkStatus.FAILED, worker=None, last_error=message)
+            status=ChunkStatus.FAILED, worker=None, last_error=message
+        )
         Batch.objects.filter(pk=batch.pk).exclude(status__in=[BatchStatus.COMPLETED, BatchStatus.FAILED]).update(
-            status=BatchStatus.FAILED, failed_at=timezone.now(),
-            errors={"object": "list", "data": [{"code": code, "message": message, "param": None, "line": None}]})
+            status=BatchStatus.FAILED,
+            failed_at=timezone.now(),
+            errors={"object": "list", "data": [{"code": code, "message": message, "param": None, "line": None}]},
+        )
         self.state = WorkerState.IDLE
 
     # -- running requests ------------------------------------------------
@@ -268,8 +281,14 @@ class GpuWorker:
             return
         queue.refresh_batch_counts(chunk.batch_id)
         elapsed = max(time.monotonic() - run.started, 1e-9)
-        log.info("chunk %s done: %d ok, %d failed, %.1f req/s, %d output tokens", chunk, run.completed,
-                 run.failed, (run.completed + run.failed) / elapsed, run.usage.get("completion_tokens", 0))
+        log.info(
+            "chunk %s done: %d ok, %d failed, %.1f req/s, %d output tokens",
+            chunk,
+            run.completed,
+            run.failed,
+            (run.completed + run.failed) / elapsed,
+            run.usage.get("completion_tokens", 0),
+        )
         results.finalize(chunk.batch_id, self.id)
 
     def settle(self, feeder: Feeder) -> None:

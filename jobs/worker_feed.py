@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from django.conf import settings
 
@@ -65,8 +66,9 @@ class ChunkRun:
 def read_requests(run: ChunkRun, source: BinaryIO, model: str) -> Iterator[EngineRequest]:
     chunk = run.chunk
     seq = 0
-    for line in iter_lines(source, settings.BATCHSITE.max_line_bytes, chunk.start_byte, chunk.end_byte,
-                           chunk.first_line):
+    for line in iter_lines(
+        source, settings.BATCHSITE.max_line_bytes, chunk.start_byte, chunk.end_byte, chunk.first_line
+    ):
         if line.data is None or line.blank:
             continue
         obj = json.loads(line.data)

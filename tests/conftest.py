@@ -199,9 +199,12 @@ def subprocess_env(settings: Any, data_dir: Path | None = None, **extra: str) ->
     (or, with ``data_dir``, a live server's files)."""
     import os
 
-    env = {**os.environ, "DATABASE_URL": database_url(),
-           "BATCHSITE_DATA_DIR": str(data_dir or Path(settings.FILES_DIR).parent),
-           "DJANGO_SETTINGS_MODULE": "batchsite.settings"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "BATCHSITE_DATA_DIR": str(data_dir or Path(settings.FILES_DIR).parent),
+        "DJANGO_SETTINGS_MODULE": "batchsite.settings",
+    }
     env.update(extra)
     return env
 
@@ -210,5 +213,9 @@ def start_worker(settings: Any, *args: str, data_dir: Path | None = None, stderr
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "manage.py", "run_gpu_worker", *args], cwd=ROOT,
-                            env=subprocess_env(settings, data_dir, **env), stderr=stderr)
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "run_gpu_worker", *args],
+        cwd=ROOT,
+        env=subprocess_env(settings, data_dir, **env),
+        stderr=stderr,
+    )

@@ -18,8 +18,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def make_batch(client: Any, upload: Any, lines: list[Any]) -> str:
     file = upload(jsonl(lines))
-    response = client.post("/v1/batches", {"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                                           "completion_window": "24h"}, format="json")
+    response = client.post(
+        "/v1/batches",
+        {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        format="json",
+    )
     assert response.status_code == 200 and response.json()["status"] == "in_progress", response.content
     return response.json()["id"]
 
@@ -96,8 +99,9 @@ def test_a_model_that_fails_to_load_fails_its_batch_and_the_worker_goes_on(clien
 
 def test_batches_of_one_model_share_a_load_and_a_swap_happens_once_per_model_change(client, models, upload):
     RegisteredModel.objects.create(name="other", source="/x", endpoints=["chat"])
-    ids = [make_batch(client, upload, [chat_line(i, model=m) for i in range(3)])
-           for m in (CHAT_MODEL, CHAT_MODEL, "other")]
+    ids = [
+        make_batch(client, upload, [chat_line(i, model=m) for i in range(3)]) for m in (CHAT_MODEL, CHAT_MODEL, "other")
+    ]
     engine = SimulatedEngine()
     drain(engine)
     assert engine.loads == 2

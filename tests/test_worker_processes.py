@@ -12,7 +12,8 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -23,14 +24,21 @@ from tests.conftest import chat_line, jsonl, start_worker
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SIM = ("--engine", "jobs.engine.simulated.SimulatedEngine", "--exit-when-idle")
-FAST = {"BATCHSITE_HEARTBEAT_SECONDS": "0.3", "BATCHSITE_STALE_AFTER_SECONDS": "2",
-        "BATCHSITE_PROGRESS_SECONDS": "0.2", "BATCHSITE_POLL_SECONDS": "0.1"}
+FAST = {
+    "BATCHSITE_HEARTBEAT_SECONDS": "0.3",
+    "BATCHSITE_STALE_AFTER_SECONDS": "2",
+    "BATCHSITE_PROGRESS_SECONDS": "0.2",
+    "BATCHSITE_POLL_SECONDS": "0.1",
+}
 
 
 def make_batch(client: Any, upload: Any, n: int) -> str:
     file = upload(jsonl([chat_line(i) for i in range(n)]))
-    response = client.post("/v1/batches", {"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                                           "completion_window": "24h"}, format="json")
+    response = client.post(
+        "/v1/batches",
+        {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+        format="json",
+    )
     assert response.json()["status"] == "in_progress"
     return response.json()["id"]
 
@@ -102,13 +110,13 @@ def test_a_worker_killed_with_sigkill_loses_nothing(client, models, upload, limi
         assert Chunk.objects.filter(batch_id=batch_id, attempts=2).exists()
 
 
-def test_sigterm_exits_0_within_the_grace_period_and_another_worker_finishes(client, models, upload, limits,
-                                                                                 settings):
+def test_sigterm_exits_0_within_the_grace_period_and_another_worker_finishes(client, models, upload, limits, settings):
     limits(chunk_size=25)
     n = 200
     batch_id = make_batch(client, upload, n)
-    first = start_worker(settings, *SIM, "--worker-id", "leaver", **FAST, SIM_SLEEP_SECONDS="0.05",
-                         BATCHSITE_SHUTDOWN_GRACE_SECONDS="2")
+    first = start_worker(
+        settings, *SIM, "--worker-id", "leaver", **FAST, SIM_SLEEP_SECONDS="0.05", BATCHSITE_SHUTDOWN_GRACE_SECONDS="2"
+    )
     wait_for(lambda: Batch.objects.get(pk=batch_id).completed >= 30, what="progress")
     sent = time.monotonic()
     first.send_signal(signal.SIGTERM)
@@ -129,8 +137,9 @@ def test_four_workers_share_one_batch_and_run_each_chunk_once(client, models, up
     limits(chunk_size=5)
     n = 1000  # 200 chunks
     batch_id = make_batch(client, upload, n)
-    workers = [start_worker(settings, *SIM, "--worker-id", f"w{i}", **FAST, SIM_SLEEP_SECONDS="0.002")
-               for i in range(4)]
+    workers = [
+        start_worker(settings, *SIM, "--worker-id", f"w{i}", **FAST, SIM_SLEEP_SECONDS="0.002") for i in range(4)
+    ]
     assert [finish(w, timeout=240) for w in workers] == [0, 0, 0, 0]
     assert_every_line_once(batch_id, n)
     chunks = Chunk.objects.filter(batch_id=batch_id)
@@ -145,8 +154,7 @@ def test_four_workers_share_one_batch_and_run_each_chunk_once(client, models, up
 def test_a_chunk_that_kills_every_worker_fails_after_max_attempts(client, models, upload, limits, settings):
     limits(chunk_size=10)
     batch_id = make_batch(client, upload, 20)
-    Chunk.objects.filter(batch_id=batch_id, index=1).update(attempts=3, status=ChunkStatus.RUNNING,
-                                                            worker=None)
+    Chunk.objects.filter(batch_id=batch_id, index=1).update(attempts=3, status=ChunkStatus.RUNNING, worker=None)
     worker = start_worker(settings, *SIM, **FAST, BATCHSITE_MAX_ATTEMPTS="3")
     assert finish(worker) == 0
     batch = Batch.objects.get(pk=batch_id)
@@ -177,8 +185,6 @@ def test_cancel_mid_run_keeps_finished_lines_and_cancels_the_rest(client, models
     print(f"cancelled with {batch.completed} of {n} done")
 
 
-
-
 def pg_ctl(*args: str) -> None:
     command = ["pg_ctl", "-D", os.environ["BATCHSITE_TEST_PG_DATA"], *args]
     user = os.environ.get("BATCHSITE_TEST_PG_USER")
@@ -187,8 +193,10 @@ def pg_ctl(*args: str) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=60)
 
 
-@pytest.mark.skipif("BATCHSITE_TEST_PG_DATA" not in os.environ,
-                    reason="needs the PostgreSQL started by bin/with-postgres, which it stops and restarts")
+@pytest.mark.skipif(
+    "BATCHSITE_TEST_PG_DATA" not in os.environ,
+    reason="needs the PostgreSQL started by bin/with-postgres, which it stops and restarts",
+)
 def test_the_database_going_away_makes_the_worker_wait_and_resume(client, models, upload, limits, settings):
     from django.db import connection
 
@@ -201,7 +209,13 @@ def test_the_database_going_away_makes_the_worker_wait_and_resume(client, models
     pg_ctl("-m", "immediate", "stop")
     time.sleep(4)
     assert worker.poll() is None, "the worker crashed while the database was down"
-    pg_ctl("-w", "-l", os.environ["BATCHSITE_TEST_PG_DATA"] + "/../restart.log", "-o",
-           os.environ["BATCHSITE_TEST_PG_OPTIONS"], "start")
+    pg_ctl(
+        "-w",
+        "-l",
+        os.environ["BATCHSITE_TEST_PG_DATA"] + "/../restart.log",
+        "-o",
+        os.environ["BATCHSITE_TEST_PG_OPTIONS"],
+        "start",
+    )
     assert finish(worker) == 0
     assert_every_line_once(batch_id, n)

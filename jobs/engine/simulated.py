@@ -14,7 +14,8 @@ import os
 import secrets
 import threading
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from jobs.engine.base import EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
 
@@ -61,9 +62,11 @@ class SimulatedEngine:
                     return
             request_id = "sim-" + secrets.token_hex(8)
             status = int(body.get("sim_fail", 200))
+            payload: dict[str, Any]
             if status != 200:
-                payload = {"error": {"message": "simulated failure", "type": "BadRequestError", "param": None,
-                                     "code": status}}
+                payload = {
+                    "error": {"message": "simulated failure", "type": "BadRequestError", "param": None, "code": status}
+                }
                 yield EngineResult(request.custom_id, status, payload, request_id, None, request.tag)
                 continue
             usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -38,7 +39,7 @@ class ApiKey(models.Model):
         return f"{self.prefix}… ({self.user})"
 
     @classmethod
-    def generate(cls, user: object, name: str = "") -> tuple[ApiKey, str]:
+    def generate(cls, user: Any, name: str = "") -> tuple[ApiKey, str]:
         key = cls(user=user, name=name)
         raw = key.set_new_key()
         key.save()

@@ -57,7 +57,7 @@ def store_upload(owner: Any, upload: DjangoFile, purpose: str) -> File:
 class _LocalFile(DjangoFile):
     # With this, FileSystemStorage moves the file into place instead of copying it.
     def temporary_file_path(self) -> str:
-        return str(self.file.name)
+        return str(getattr(self.file, "name", ""))
 
 
 def save_generated(owner: Any, purpose: str, filename: str, path: str) -> File:

@@ -27,8 +27,15 @@ def register_worker(worker_id: str, device: str, pid: int) -> Worker:
     now = timezone.now()
     worker, _ = Worker.objects.update_or_create(
         pk=worker_id,
-        defaults=dict(host=socket.gethostname(), pid=pid, device=device, state=WorkerState.IDLE,
-                      heartbeat_at=now, stopped_at=None, loaded_model=""),
+        defaults=dict(
+            host=socket.gethostname(),
+            pid=pid,
+            device=device,
+            state=WorkerState.IDLE,
+            heartbeat_at=now,
+            stopped_at=None,
+            loaded_model="",
+        ),
     )
     return worker
 
@@ -38,8 +45,7 @@ def heartbeat(worker_id: str, **fields: Any) -> None:
 
 
 def stop_worker(worker_id: str) -> None:
-    Worker.objects.filter(pk=worker_id).update(state=WorkerState.STOPPED, stopped_at=timezone.now(),
-                                               loaded_model="")
+    Worker.objects.filter(pk=worker_id).update(state=WorkerState.STOPPED, stopped_at=timezone.now(), loaded_model="")
 
 
 def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
@@ -66,15 +72,26 @@ def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
         if chunk is None:
             return None
         claimed = Chunk.objects.filter(pk=chunk.pk, status=ChunkStatus.PENDING).update(
-            status=ChunkStatus.RUNNING, worker_id=worker_id, attempts=F("attempts") + 1, claimed_at=now,
-            completed=0, failed=0, usage=None,
+            status=ChunkStatus.RUNNING,
+            worker_id=worker_id,
+            attempts=F("attempts") + 1,
+            claimed_at=now,
+            completed=0,
+            failed=0,
+            usage=None,
         )
         if claimed != 1:
             return None
         Batch.objects.filter(pk=chunk.batch_id, started_at__isnull=True).update(started_at=now)
     chunk = Chunk.objects.select_related("batch").get(pk=chunk.pk)
-    log.info("claimed %s (lines %d-%d, attempt %d) model=%s", chunk, chunk.first_line,
-             chunk.first_line + chunk.request_count - 1, chunk.attempts, chunk.batch.model)
+    log.info(
+        "claimed %s (lines %d-%d, attempt %d) model=%s",
+        chunk,
+        chunk.first_line,
+        chunk.first_line + chunk.request_count - 1,
+        chunk.attempts,
+        chunk.batch.model,
+    )
     return chunk
 
 
@@ -89,25 +106,46 @@ def report_progress(chunk_id: int, worker_id: str, completed: int, failed: int) 
 
 def complete_chunk(chunk_id: int, worker_id: str, completed: int, failed: int, usage: dict[str, int]) -> bool:
     """Mark a chunk done after its part files are on disk; False if it was taken from us."""
-    return _mine(chunk_id, worker_id).update(
-        status=ChunkStatus.DONE, completed=completed, failed=failed, usage=usage, finished_at=timezone.now(),
-    ) == 1
+    return (
+        _mine(chunk_id, worker_id).update(
+            status=ChunkStatus.DONE,
+            completed=completed,
+            failed=failed,
+            usage=usage,
+            finished_at=timezone.now(),
+        )
+        == 1
+    )
 
 
 def cut_chunk_short(chunk_id: int, worker_id: str, completed: int, failed: int, usage: dict[str, int]) -> bool:
     """A cancelled or expired chunk whose part holds only the lines that ran."""
-    return _mine(chunk_id, worker_id).update(
-        status=ChunkStatus.CANCELLED, completed=completed, failed=failed, usage=usage,
-        finished_at=timezone.now(),
-    ) == 1
+    return (
+        _mine(chunk_id, worker_id).update(
+            status=ChunkStatus.CANCELLED,
+            completed=completed,
+            failed=failed,
+            usage=usage,
+            finished_at=timezone.now(),
+        )
+        == 1
+    )
 
 
 def release_chunk(chunk_id: int, worker_id: str, count_attempt: bool = True) -> bool:
     """Give a chunk back to the queue (shutdown, lost engine); its partial results are dropped."""
     attempts = F("attempts") if count_attempt else F("attempts") - 1
-    return _mine(chunk_id, worker_id).update(
-        status=ChunkStatus.PENDING, worker=None, completed=0, failed=0, usage=None, attempts=attempts,
-    ) == 1
+    return (
+        _mine(chunk_id, worker_id).update(
+            status=ChunkStatus.PENDING,
+            worker=None,
+            completed=0,
+            failed=0,
+            usage=None,
+            attempts=attempts,
+        )
+        == 1
+    )
 
 
 def release_orphans(worker_id: str) -> int:
@@ -126,12 +164,14 @@ def refresh_batch_counts(batch_id: str) -> None:
     Derived rather than incremented, so a chunk that is taken back and run
     again never counts twice.
     """
+
     def total(field: str) -> Coalesce:
         sums = Chunk.objects.filter(batch_id=OuterRef("pk")).values("batch_id").annotate(n=Sum(field)).values("n")
         return Coalesce(Subquery(sums, output_field=IntegerField()), Value(0))
 
     Batch.objects.filter(pk=batch_id, status__in=[BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING]).update(
-        completed=total("completed"), failed=total("failed"))
+        completed=total("completed"), failed=total("failed")
+    )
 
 
 def sweep_stale(stale_after: float, max_attempts: int) -> list[str]:
@@ -141,24 +181,41 @@ def sweep_stale(stale_after: float, max_attempts: int) -> list[str]:
     a chunk that kills every worker that takes it cannot loop forever.
     """
     cutoff = timezone.now() - timedelta(seconds=stale_after)
-    stale = Chunk.objects.running().filter(
-        Q(worker__isnull=True) | Q(worker__heartbeat_at__lt=cutoff) | Q(worker__stopped_at__isnull=False)
-    ).values_list("pk", "worker_id", "attempts", "batch_id")
+    stale = (
+        Chunk.objects.running()
+        .filter(Q(worker__isnull=True) | Q(worker__heartbeat_at__lt=cutoff) | Q(worker__stopped_at__isnull=False))
+        .values_list("pk", "worker_id", "attempts", "batch_id")
+    )
     touched = []
     for chunk_id, worker_id, attempts, batch_id in list(stale):
         guard = Chunk.objects.filter(pk=chunk_id, status=ChunkStatus.RUNNING, worker_id=worker_id)
         if attempts >= max_attempts:
             changed = guard.update(
-                status=ChunkStatus.FAILED, worker=None, finished_at=timezone.now(), completed=0, failed=0,
+                status=ChunkStatus.FAILED,
+                worker=None,
+                finished_at=timezone.now(),
+                completed=0,
+                failed=0,
                 last_error=f"Worker {worker_id} stopped while running this chunk, {attempts} times "
-                           f"(BATCHSITE_MAX_ATTEMPTS={max_attempts}); its requests were not retried again.",
+                f"(BATCHSITE_MAX_ATTEMPTS={max_attempts}); its requests were not retried again.",
             )
         else:
-            changed = guard.update(status=ChunkStatus.PENDING, worker=None, completed=0, failed=0, usage=None,
-                                   last_error=f"Worker {worker_id} stopped heart-beating; requeued.")
+            changed = guard.update(
+                status=ChunkStatus.PENDING,
+                worker=None,
+                completed=0,
+                failed=0,
+                usage=None,
+                last_error=f"Worker {worker_id} stopped heart-beating; requeued.",
+            )
         if changed:
-            log.warning("took back chunk %s#%d from silent worker %s (attempt %d)", batch_id,
-                        Chunk.objects.get(pk=chunk_id).index, worker_id, attempts)
+            log.warning(
+                "took back chunk %s#%d from silent worker %s (attempt %d)",
+                batch_id,
+                Chunk.objects.get(pk=chunk_id).index,
+                worker_id,
+                attempts,
+            )
             refresh_batch_counts(batch_id)
             touched.append(batch_id)
     return touched
@@ -173,7 +230,8 @@ def stop_due_batches() -> list[str]:
     ready = []
     for batch_id in due:
         Chunk.objects.filter(batch_id=batch_id, status=ChunkStatus.PENDING).update(
-            status=ChunkStatus.CANCELLED, finished_at=now)
+            status=ChunkStatus.CANCELLED, finished_at=now
+        )
         if not Chunk.objects.filter(batch_id=batch_id, status=ChunkStatus.RUNNING).exists():
             ready.append(batch_id)
     return ready
@@ -184,20 +242,26 @@ def batches_to_stop(batch_ids: set[str]) -> set[str]:
     if not batch_ids:
         return set()
     now = timezone.now()
-    return set(Batch.objects.filter(pk__in=batch_ids).filter(
-        Q(status=BatchStatus.CANCELLING) | Q(expires_at__lte=now)).values_list("pk", flat=True))
+    return set(
+        Batch.objects.filter(pk__in=batch_ids)
+        .filter(Q(status=BatchStatus.CANCELLING) | Q(expires_at__lte=now))
+        .values_list("pk", flat=True)
+    )
 
 
 def finishable_batches() -> list[str]:
     """Batches with no chunk left to run that have not been finalized (or whose finalizer died)."""
     cutoff = timezone.now() - timedelta(seconds=settings.BATCHSITE_WORKER.stale_after_seconds)
-    unfinished = Chunk.objects.filter(batch_id=OuterRef("pk"), status__in=[ChunkStatus.PENDING,
-                                                                           ChunkStatus.RUNNING])
-    dead_finalizer = (Q(finalizer__isnull=True) | Q(finalizer__heartbeat_at__lt=cutoff)
-                      | Q(finalizer__stopped_at__isnull=False))
+    unfinished = Chunk.objects.filter(batch_id=OuterRef("pk"), status__in=[ChunkStatus.PENDING, ChunkStatus.RUNNING])
+    dead_finalizer = (
+        Q(finalizer__isnull=True) | Q(finalizer__heartbeat_at__lt=cutoff) | Q(finalizer__stopped_at__isnull=False)
+    )
     return list(
         Batch.objects.filter(
             Q(status__in=[BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING])
             | (Q(status=BatchStatus.FINALIZING) & dead_finalizer)
-        ).exclude(Exists(unfinished)).in_queue_order().values_list("pk", flat=True)
+        )
+        .exclude(Exists(unfinished))
+        .in_queue_order()
+        .values_list("pk", flat=True)
     )

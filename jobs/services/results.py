@@ -35,15 +35,26 @@ def _dumps(obj: Any) -> bytes:
 
 def result_line(custom_id: str, status_code: int, request_id: str, body: Any) -> bytes:
     """OpenAI's output line; a 4xx body {"error": ...} goes to the error file with the same shape."""
-    return _dumps({"id": "batch_req_" + secrets.token_hex(12), "custom_id": custom_id,
-                   "response": {"status_code": status_code, "request_id": request_id, "body": body},
-                   "error": None})
+    return _dumps(
+        {
+            "id": "batch_req_" + secrets.token_hex(12),
+            "custom_id": custom_id,
+            "response": {"status_code": status_code, "request_id": request_id, "body": body},
+            "error": None,
+        }
+    )
 
 
 def error_line(custom_id: str, code: str, message: str) -> bytes:
     """A line that never ran: no response, only OpenAI's ``error`` object."""
-    return _dumps({"id": "batch_req_" + secrets.token_hex(12), "custom_id": custom_id, "response": None,
-                   "error": {"code": code, "message": message}})
+    return _dumps(
+        {
+            "id": "batch_req_" + secrets.token_hex(12),
+            "custom_id": custom_id,
+            "response": None,
+            "error": {"code": code, "message": message},
+        }
+    )
 
 
 def part_paths(batch_id: str, index: int) -> tuple[Path, Path]:
@@ -116,8 +127,9 @@ def _assemble(batch: Batch, input_file: File, out: IO[bytes], err: IO[bytes]) ->
             if whole:
                 continue
             code, message = _skipped_line_error(batch, chunk)
-            for line in iter_lines(source, settings.BATCHSITE.max_line_bytes, chunk.start_byte, chunk.end_byte,
-                                   chunk.first_line):
+            for line in iter_lines(
+                source, settings.BATCHSITE.max_line_bytes, chunk.start_byte, chunk.end_byte, chunk.first_line
+            ):
                 if line.data is None or line.blank:
                     continue
                 custom_id = json.loads(line.data)["custom_id"]
@@ -145,8 +157,9 @@ def finalize(batch_id: str, worker_id: str | None) -> Batch | None:
             return None
         if batch.chunks.unfinished().exists():
             return None
-        Batch.objects.filter(pk=batch_id).update(status=BatchStatus.FINALIZING, finalizer_id=worker_id,
-                                                 finalizing_at=batch.finalizing_at or timezone.now())
+        Batch.objects.filter(pk=batch_id).update(
+            status=BatchStatus.FINALIZING, finalizer_id=worker_id, finalizing_at=batch.finalizing_at or timezone.now()
+        )
     started = timezone.now()
     input_file = File.objects.get(pk=batch.input_file_id)
     tmp_dir = Path(settings.UPLOAD_TMP_DIR)
@@ -161,10 +174,16 @@ def finalize(batch_id: str, worker_id: str | None) -> Batch | None:
                 handle.flush()
                 os.fsync(handle.fileno())
         owner = batch.owner
-        output = file_service.save_generated(owner, FilePurpose.BATCH_OUTPUT, f"{batch.id}_output.jsonl",
-                                             out.name) if completed else None
-        error = file_service.save_generated(owner, FilePurpose.BATCH_ERROR, f"{batch.id}_error.jsonl",
-                                            err.name) if failed else None
+        output = (
+            file_service.save_generated(owner, FilePurpose.BATCH_OUTPUT, f"{batch.id}_output.jsonl", out.name)
+            if completed
+            else None
+        )
+        error = (
+            file_service.save_generated(owner, FilePurpose.BATCH_ERROR, f"{batch.id}_error.jsonl", err.name)
+            if failed
+            else None
+        )
     finally:
         for leftover in (out.name, err.name):
             Path(leftover).unlink(missing_ok=True)
@@ -176,8 +195,13 @@ def finalize(batch_id: str, worker_id: str | None) -> Batch | None:
         status, stamp = BatchStatus.COMPLETED, "completed_at"
     now = timezone.now()
     done = Batch.objects.filter(pk=batch_id, status=BatchStatus.FINALIZING, finalizer_id=worker_id).update(
-        status=status, output_file=output, error_file=error, completed=completed, failed=failed,
-        usage=openai_usage(usage), **{stamp: now},
+        status=status,
+        output_file=output,
+        error_file=error,
+        completed=completed,
+        failed=failed,
+        usage=openai_usage(usage),
+        **{stamp: now},
     )
     if not done:  # another worker took over a finalize it thought dead: keep its files, not ours
         for file in (output, error):
@@ -185,6 +209,12 @@ def finalize(batch_id: str, worker_id: str | None) -> Batch | None:
                 file_service.delete_file(file)
         return None
     shutil.rmtree(Path(settings.PARTS_DIR) / batch_id, ignore_errors=True)
-    log.info("finalized %s: %s, %d completed, %d failed, in %.2fs", batch_id, status, completed, failed,
-             (now - started).total_seconds())
+    log.info(
+        "finalized %s: %s, %d completed, %d failed, in %.2fs",
+        batch_id,
+        status,
+        completed,
+        failed,
+        (now - started).total_seconds(),
+    )
     return Batch.objects.get(pk=batch_id)

@@ -201,8 +201,9 @@ def test_eta_follows_the_rate_so_far(client, models, upload):
 
     batch = make(client, upload, n=10)
     assert batch["estimated_completion_time"] is None
-    Batch.objects.filter(pk=batch["id"]).update(started_at=timezone.now() - timedelta(seconds=100), completed=4,
-                                                failed=1)
+    Batch.objects.filter(pk=batch["id"]).update(
+        started_at=timezone.now() - timedelta(seconds=100), completed=4, failed=1
+    )
     body = client.get(f"/v1/batches/{batch['id']}").json()
     # 5 of 10 done in 100 s: about 100 s to go.
     assert abs(body["estimated_completion_time"] - (timezone.now().timestamp() + 100)) < 5

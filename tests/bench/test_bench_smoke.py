@@ -23,8 +23,14 @@ def run(script: str, *args: str, tmp_path: Path, **env: str) -> dict[str, Any]:
     out = tmp_path / f"{script}.json"
     environment = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "BATCHSITE_DATA_DIR")}
     environment.update(env)
-    done = subprocess.run([sys.executable, f"bench/{script}.py", *args, "--json", str(out)], cwd=ROOT,
-                          env=environment, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [sys.executable, f"bench/{script}.py", *args, "--json", str(out)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     print(done.stdout)
     return dict(json.loads(out.read_text()))
@@ -48,14 +54,14 @@ def test_claim_scaling(tmp_path):
 
 @pytest.mark.engine
 def test_e2e_throughput_on_the_tiny_model(tmp_path):
-    result = run("e2e_throughput", "--model", "tiny", "--n", "8", tmp_path=tmp_path,
-                 VLLM_ENABLE_V1_MULTIPROCESSING="0")
+    result = run("e2e_throughput", "--model", "tiny", "--n", "8", tmp_path=tmp_path, VLLM_ENABLE_V1_MULTIPROCESSING="0")
     assert set(result["ratios"]) == {"c/a processing", "c/b processing", "c/b wall (cold batchsite / whole run_batch)"}
     assert all(row["req_s"] > 0 for row in result["rows"])
 
 
 @pytest.mark.engine
 def test_model_swap(tmp_path):
-    result = run("model_swap", "--batches", "3", "--requests", "2", tmp_path=tmp_path,
-                 VLLM_ENABLE_V1_MULTIPROCESSING="0")
+    result = run(
+        "model_swap", "--batches", "3", "--requests", "2", tmp_path=tmp_path, VLLM_ENABLE_V1_MULTIPROCESSING="0"
+    )
     assert len(result["loads"]) == 3 and len(result["swaps"]) == 2

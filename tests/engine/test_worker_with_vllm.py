@@ -7,8 +7,9 @@ import collections
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import openai
 import pytest
@@ -19,31 +20,49 @@ from tests.engine.conftest import MINILM_NAME, SMOL_NAME, SMOL_OPTIONS
 
 pytestmark = [pytest.mark.engine, pytest.mark.django_db(transaction=True)]
 
-WORKER_ENV = {"HF_HUB_OFFLINE": "1", "BATCHSITE_HEARTBEAT_SECONDS": "1", "BATCHSITE_STALE_AFTER_SECONDS": "30",
-              "BATCHSITE_PROGRESS_SECONDS": "0.5", "BATCHSITE_POLL_SECONDS": "0.2"}
+WORKER_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "BATCHSITE_HEARTBEAT_SECONDS": "1",
+    "BATCHSITE_STALE_AFTER_SECONDS": "30",
+    "BATCHSITE_PROGRESS_SECONDS": "0.5",
+    "BATCHSITE_POLL_SECONDS": "0.2",
+}
 
 
 @pytest.fixture
-def sdk(live_server_process: Any, transactional_db: Any, django_user_model: Any, smollm2_dir: Path,
-        minilm_path: Path) -> openai.OpenAI:
-    RegisteredModel.objects.create(name=SMOL_NAME, source=str(smollm2_dir), endpoints=["chat", "completions"],
-                                   engine_options=SMOL_OPTIONS)
+def sdk(
+    live_server_process: Any, transactional_db: Any, django_user_model: Any, smollm2_dir: Path, minilm_path: Path
+) -> openai.OpenAI:
+    RegisteredModel.objects.create(
+        name=SMOL_NAME, source=str(smollm2_dir), endpoints=["chat", "completions"], engine_options=SMOL_OPTIONS
+    )
     RegisteredModel.objects.create(name=MINILM_NAME, source=str(minilm_path), endpoints=["embeddings"])
     user = django_user_model.objects.create_user(username="e2e")
-    return openai.OpenAI(base_url=live_server_process.url + "/v1", api_key=ApiKey.generate(user)[1],
-                         max_retries=0)
+    return openai.OpenAI(base_url=live_server_process.url + "/v1", api_key=ApiKey.generate(user)[1], max_retries=0)
 
 
 def chat(i: int, max_tokens: int = 8) -> dict[str, Any]:
     topics = ["the sea", "a cat", "Paris", "numbers", "the moon", "bread"]
-    return {"custom_id": f"chat-{i}", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": SMOL_NAME, "temperature": 0, "max_tokens": max_tokens,
-                     "messages": [{"role": "user", "content": f"Write {i % 5 + 1} words about {topics[i % 6]}."}]}}
+    return {
+        "custom_id": f"chat-{i}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": SMOL_NAME,
+            "temperature": 0,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": f"Write {i % 5 + 1} words about {topics[i % 6]}."}],
+        },
+    }
 
 
 def embed(i: int) -> dict[str, Any]:
-    return {"custom_id": f"emb-{i}", "method": "POST", "url": "/v1/embeddings",
-            "body": {"model": MINILM_NAME, "input": f"sentence number {i} about {'abc'[i % 3]}"}}
+    return {
+        "custom_id": f"emb-{i}",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": MINILM_NAME, "input": f"sentence number {i} about {'abc'[i % 3]}"},
+    }
 
 
 def submit(sdk: openai.OpenAI, tmp_path: Path, name: str, lines: list[dict[str, Any]], endpoint: str) -> str:
@@ -72,8 +91,9 @@ def test_chat_and_embeddings_batches_complete_with_one_swap(sdk, live_server_pro
     log = tmp_path / "worker.log"
     started = time.monotonic()
     with log.open("w") as err:
-        worker = start_worker(settings, "--exit-when-idle", data_dir=live_server_process.data_dir, stderr=err,
-                              **WORKER_ENV)
+        worker = start_worker(
+            settings, "--exit-when-idle", data_dir=live_server_process.data_dir, stderr=err, **WORKER_ENV
+        )
         assert worker.wait(timeout=900) == 0
     print(f"worker drained 300 chats + 200 embeddings in {time.monotonic() - started:.1f}s")
     text = log.read_text()
@@ -121,7 +141,10 @@ def test_cancel_and_expiry_keep_finished_lines_and_error_the_rest(sdk, live_serv
         assert worker.wait(timeout=120) == 0
     finally:
         worker.kill()
-    for batch_id, status, code in ((cancel_id, "cancelled", "batch_cancelled"), (expire_id, "expired", "batch_expired")):
+    for batch_id, status, code in (
+        (cancel_id, "cancelled", "batch_cancelled"),
+        (expire_id, "expired", "batch_expired"),
+    ):
         batch = sdk.batches.retrieve(batch_id)
         assert batch.status == status
         counts = batch.request_counts

@@ -16,12 +16,18 @@ class Command(BaseCommand):
         parser.add_argument("--exit-when-idle", action="store_true", help="Drain the queue, then exit 0")
         parser.add_argument("--worker-id", help="Unique id for this process (default: generated)")
         parser.add_argument("--heartbeat-seconds", type=float, help="Default: BATCHSITE_HEARTBEAT_SECONDS")
-        parser.add_argument("--stale-after", type=float, metavar="SECONDS",
-                            help="Take back chunks of workers silent this long (default: "
-                                 "BATCHSITE_STALE_AFTER_SECONDS)")
+        parser.add_argument(
+            "--stale-after",
+            type=float,
+            metavar="SECONDS",
+            help="Take back chunks of workers silent this long (default: BATCHSITE_STALE_AFTER_SECONDS)",
+        )
         parser.add_argument("--device", default="", help="Informational, shown in the admin (e.g. cuda:0)")
-        parser.add_argument("--engine", default="jobs.engine.vllm_engine.VllmEngine",
-                            help="Engine class (dotted path); the default is vLLM")
+        parser.add_argument(
+            "--engine",
+            default="jobs.engine.vllm_engine.VllmEngine",
+            help="Engine class (dotted path); the default is vLLM",
+        )
         parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     def handle(self, *args: Any, **options: Any) -> None:
