@@ -19,8 +19,9 @@ from django.db import close_old_connections, connection
 from django.db.utils import InterfaceError, OperationalError
 from django.utils import timezone
 
+from jobs import webhooks
 from jobs.engine.base import Engine, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
-from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, RegisteredModel, WorkerState
+from jobs.models import TERMINAL_STATUSES, Batch, BatchStatus, Chunk, ChunkStatus, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id
 from jobs.services import queue, results
 from jobs.worker_feed import ChunkRun, Feeder
@@ -202,11 +203,17 @@ class GpuWorker:
         Chunk.objects.filter(batch=batch).exclude(status=ChunkStatus.DONE).update(
             status=ChunkStatus.FAILED, worker=None, last_error=message
         )
-        Batch.objects.filter(pk=batch.pk).exclude(status__in=[BatchStatus.COMPLETED, BatchStatus.FAILED]).update(
-            status=BatchStatus.FAILED,
-            failed_at=timezone.now(),
-            errors={"object": "list", "data": [{"code": code, "message": message, "param": None, "line": None}]},
+        failed = (
+            Batch.objects.filter(pk=batch.pk)
+            .exclude(status__in=TERMINAL_STATUSES)
+            .update(
+                status=BatchStatus.FAILED,
+                failed_at=timezone.now(),
+                errors={"object": "list", "data": [{"code": code, "message": message, "param": None, "line": None}]},
+            )
         )
+        if failed:
+            webhooks.notify(Batch.objects.get(pk=batch.pk))
         self.state = WorkerState.IDLE
 
     # -- running requests ------------------------------------------------

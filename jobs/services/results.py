@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from jobs import webhooks
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, File, FilePurpose
 from jobs.services import files as file_service
 from jobs.services.jsonl import iter_lines
@@ -151,6 +152,10 @@ def openai_usage(usage: dict[str, int]) -> dict[str, Any]:
 
 def finalize(batch_id: str, worker_id: str | None) -> Batch | None:
     """Assemble a batch whose chunks have all ended; None if it is not ready or not ours."""
+    # Called after every chunk: the plain read answers "not yet" without a
+    # transaction (which on SQLite would take the database's write lock).
+    if Chunk.objects.unfinished().filter(batch_id=batch_id).exists():
+        return None
     with transaction.atomic():
         batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
         if batch is None or batch.is_terminal:
@@ -217,4 +222,6 @@ def finalize(batch_id: str, worker_id: str | None) -> Batch | None:
         failed,
         (now - started).total_seconds(),
     )
-    return Batch.objects.get(pk=batch_id)
+    finished = Batch.objects.get(pk=batch_id)
+    webhooks.notify(finished)
+    return finished
