@@ -73,8 +73,7 @@ class Batch(models.Model):
     usage = models.JSONField(null=True, blank=True)
     webhook_url = models.URLField(max_length=2000, blank=True)
     # The worker assembling the output; another takes over if it goes silent.
-    finalizer = models.ForeignKey("jobs.Worker", on_delete=models.SET_NULL, null=True, blank=True,
-                                  related_name="+")
+    finalizer = models.ForeignKey("jobs.Worker", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 
     total = models.IntegerField(default=0)
     completed = models.IntegerField(default=0)
@@ -123,7 +122,6 @@ class Batch(models.Model):
 
     def mark_cancelling(self) -> None:
         self._move_to(BatchStatus.CANCELLING, "cancelling_at")
-
 
 
 class ChunkStatus(models.TextChoices):
