@@ -278,10 +278,7 @@ class GpuWorker:
             log.warning("chunk %s was taken from this worker; dropping its results", chunk)
             return
         results.write_parts(chunk, run.sorted_output(), run.sorted_errors())
-        if run.stopped:
-            done = queue.cut_chunk_short(chunk.pk, self.id, run.completed, run.failed, run.usage)
-        else:
-            done = queue.complete_chunk(chunk.pk, self.id, run.completed, run.failed, run.usage)
+        done = queue.end_chunk(chunk.pk, self.id, run.completed, run.failed, run.usage, cut_short=run.stopped)
         run.abandoned = True  # nothing more to do with it either way
         if not done:
             log.warning("chunk %s was taken from this worker before it was marked done", chunk)

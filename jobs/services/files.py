@@ -37,20 +37,24 @@ def store_upload(owner: Any, upload: DjangoFile, purpose: str) -> File:
             code="invalid_purpose",
             param="purpose",
         )
-    file_id = new_file_id()
     name = os.path.basename(upload.name or "input.jsonl")[:255] or "input.jsonl"
-    stored = default_storage.save(_storage_name(file_id), upload)
+    return _store(owner, purpose, name, upload)
+
+
+def _store(owner: Any, purpose: str, filename: str, content: DjangoFile) -> File:
+    file_id = new_file_id()
+    stored = default_storage.save(_storage_name(file_id), content)
     try:
         return File.objects.create(
             id=file_id,
             owner=owner,
             purpose=purpose,
-            filename=name,
+            filename=filename,
             bytes=default_storage.size(stored),
             storage_name=stored,
         )
     except BaseException:
-        default_storage.delete(stored)
+        default_storage.delete(stored)  # no row, so no bytes either
         raise
 
 
@@ -62,17 +66,8 @@ class _LocalFile(DjangoFile):
 
 def save_generated(owner: Any, purpose: str, filename: str, path: str) -> File:
     """Register a file a worker wrote (an output or error file) by moving it into storage."""
-    file_id = new_file_id()
     with open(path, "rb") as fh:
-        stored = default_storage.save(_storage_name(file_id), _LocalFile(fh, name=filename))
-    return File.objects.create(
-        id=file_id,
-        owner=owner,
-        purpose=purpose,
-        filename=filename,
-        bytes=default_storage.size(stored),
-        storage_name=stored,
-    )
+        return _store(owner, purpose, filename, _LocalFile(fh, name=filename))
 
 
 def open_content(file: File) -> Any:

@@ -104,25 +104,17 @@ def report_progress(chunk_id: int, worker_id: str, completed: int, failed: int) 
     return _mine(chunk_id, worker_id).update(completed=completed, failed=failed) == 1
 
 
-def complete_chunk(chunk_id: int, worker_id: str, completed: int, failed: int, usage: dict[str, int]) -> bool:
-    """Mark a chunk done after its part files are on disk; False if it was taken from us."""
+def end_chunk(
+    chunk_id: int, worker_id: str, completed: int, failed: int, usage: dict[str, int], cut_short: bool = False
+) -> bool:
+    """Mark a chunk ended after its part files are on disk; False if it was taken from us.
+
+    ``cut_short``: the batch was cancelled or expired and the part holds only
+    the lines that ran; finalize writes the others as batch_cancelled/expired.
+    """
     return (
         _mine(chunk_id, worker_id).update(
-            status=ChunkStatus.DONE,
-            completed=completed,
-            failed=failed,
-            usage=usage,
-            finished_at=timezone.now(),
-        )
-        == 1
-    )
-
-
-def cut_chunk_short(chunk_id: int, worker_id: str, completed: int, failed: int, usage: dict[str, int]) -> bool:
-    """A cancelled or expired chunk whose part holds only the lines that ran."""
-    return (
-        _mine(chunk_id, worker_id).update(
-            status=ChunkStatus.CANCELLED,
+            status=ChunkStatus.CANCELLED if cut_short else ChunkStatus.DONE,
             completed=completed,
             failed=failed,
             usage=usage,
