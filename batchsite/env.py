@@ -157,8 +157,7 @@ def read_worker_settings(reader: Reader) -> WorkerSettings:
     if stale <= 2 * heartbeat:
         # A live worker that misses one beat must not lose its chunk.
         raise EnvError(
-            f"BATCHSITE_STALE_AFTER_SECONDS={stale} must be more than twice "
-            f"BATCHSITE_HEARTBEAT_SECONDS={heartbeat}"
+            f"BATCHSITE_STALE_AFTER_SECONDS={stale} must be more than twice BATCHSITE_HEARTBEAT_SECONDS={heartbeat}"
         )
     return WorkerSettings(
         heartbeat_seconds=heartbeat,

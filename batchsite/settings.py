@@ -80,9 +80,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": env.integer("BATCHSITE_SQLITE_TIMEOUT", 30, minimum=1),
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Reuse connections across requests: a new one per request (and, for SQLite,
+# its PRAGMAs) cost more than the request itself under polling load.
+DATABASES["default"]["CONN_MAX_AGE"] = env.integer("BATCHSITE_CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

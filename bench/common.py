@@ -223,22 +223,6 @@ def model_spec(kind: str) -> Any:
     raise ValueError(kind)
 
 
-def vllm_cli_args(spec: Any) -> list[str]:
-    """vLLM CLI flags equal to the engine options batchsite uses for ``spec`` on this host."""
-    from jobs.engine.options import resolve
-
-    args = ["--model", spec.source, "--served-model-name", spec.name]
-    for key, value in resolve(spec).engine_args.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            args.append(flag)
-        elif value is False:
-            args.append("--no-" + key.replace("_", "-"))
-        else:
-            args += [flag, str(value)]
-    return args
-
-
 def engine_env(spec: Any) -> dict[str, str]:
     from jobs.engine.options import resolve
 

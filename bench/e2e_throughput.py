@@ -33,10 +33,10 @@ from bench.common import (  # noqa: E402
     engine_env,
     model_spec,
     table,
-    vllm_cli_args,
     wait_status,
     write_jsonl,
 )
+from jobs.engine.options import cli_args  # noqa: E402
 
 
 def output_tokens(lines: list[dict[str, Any]]) -> int:
@@ -74,7 +74,7 @@ def run_batch(spec: Any, requests: Path, work: Path) -> dict[str, Any]:
             str(requests),
             "-o",
             str(out),
-            *vllm_cli_args(spec),
+            *cli_args(spec),
         ],
         env=engine_env(spec),
         capture_output=True,

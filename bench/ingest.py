@@ -25,17 +25,17 @@ from bench.common import Stack, chat_prompt, emit, table  # noqa: E402
 MODEL = "ingest-model"
 
 
-def make_file(path: Path, lines: int) -> Path:
+def make_file(path: Path, lines: int, size: int = 1000) -> Path:
+    """Lines of exactly ``size`` bytes (newline included): a prompt cut to fit."""
+
+    def line(i: int, content: str) -> str:
+        body = {"model": MODEL, "max_tokens": 32, "temperature": 0, "messages": [{"role": "user", "content": content}]}
+        return json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
+
     with path.open("w") as out:
         for i in range(lines):
-            body = {
-                "model": MODEL,
-                "max_tokens": 32,
-                "temperature": 0,
-                "messages": [{"role": "user", "content": (chat_prompt(i) + " ") * 6}],
-            }
-            line = json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
-            out.write(line[:1] + " " * max(0, 1000 - len(line)) + line[1:] + "\n")  # pad to ~1 KB
+            room = size - 1 - len(line(i, ""))  # ASCII content: one byte per character
+            out.write(line(i, ((chat_prompt(i) + " ") * 20)[:room]) + "\n")
     return path
 
 

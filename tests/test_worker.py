@@ -146,8 +146,9 @@ def test_the_webhook_gets_the_finished_batch(client, models, upload):
 
         upload_file = SimpleUploadedFile("in.jsonl", jsonl([chat_line(i) for i in range(3)]))
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        batch = client.post("/v1/batches", {"file": upload_file, "model": CHAT_MODEL, "webhook_url": url},
-                            format="multipart").json()
+        batch = client.post(
+            "/v1/batches", {"file": upload_file, "model": CHAT_MODEL, "webhook_url": url}, format="multipart"
+        ).json()
         drain()
         import time
 

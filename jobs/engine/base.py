@@ -7,8 +7,9 @@ one result per line back as soon as that line finishes, in completion order.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)

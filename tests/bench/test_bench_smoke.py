@@ -65,3 +65,34 @@ def test_model_swap(tmp_path):
         "model_swap", "--batches", "3", "--requests", "2", tmp_path=tmp_path, VLLM_ENABLE_V1_MULTIPROCESSING="0"
     )
     assert len(result["loads"]) == 3 and len(result["swaps"]) == 2
+
+
+@pytest.mark.engine
+def test_engine_vs_llm_chat(tmp_path):
+    from jobs.engine import demo
+
+    tiny = demo.build_tiny_model(tmp_path / "tiny")
+    out = tmp_path / "engine_vs_llm.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/engine_vs_llm.py",
+            str(tiny),
+            "--n",
+            "8",
+            "--rounds",
+            "1",
+            "--max-model-len",
+            "256",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["engine"]["req_s_best"] > 0 and report["llm_chat"]["req_s_best"] > 0
