@@ -162,3 +162,15 @@ def test_the_webhook_gets_the_finished_batch(client, models, upload):
     assert event["object"] == "event" and event["type"] == "batch.completed"
     assert event["data"]["id"] == batch["id"] and event["data"]["status"] == "completed"
     assert event["data"]["output_file_id"]
+
+
+def test_the_queue_stays_fifo_across_models_even_when_that_costs_a_swap(client, models, upload):
+    RegisteredModel.objects.create(name="other", source="/x", endpoints=["chat"])
+    ids = [
+        make_batch(client, upload, [chat_line(i, model=m) for i in range(3)]) for m in (CHAT_MODEL, "other", CHAT_MODEL)
+    ]
+    engine = SimulatedEngine()
+    drain(engine)
+    assert engine.loads == 3
+    finished = [Batch.objects.get(pk=i).completed_at for i in ids]
+    assert finished == sorted(finished)

@@ -51,6 +51,9 @@ def stop_worker(worker_id: str) -> None:
 def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
     """Claim the oldest pending chunk (oldest batch, then chunk index) in one short transaction.
 
+    With ``model``, only if that oldest chunk is for ``model``: a worker
+    keeping its engine fed does not jump the queue to avoid a swap (FIFO).
+
     PostgreSQL: FOR UPDATE OF the chunk row SKIP LOCKED, so concurrent workers
     skip each other's candidates instead of queueing on them. SQLite: the
     IMMEDIATE transaction holds the database's write lock, which serialises
@@ -64,12 +67,10 @@ def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
             .filter(batch__status=BatchStatus.IN_PROGRESS, batch__expires_at__gt=now)
             .in_queue_order()
         )
-        if model is not None:
-            candidates = candidates.filter(batch__model=model)
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-        chunk = candidates.first()
-        if chunk is None:
+        chunk = candidates.select_related("batch").first()
+        if chunk is None or (model is not None and chunk.batch.model != model):
             return None
         claimed = Chunk.objects.filter(pk=chunk.pk, status=ChunkStatus.PENDING).update(
             status=ChunkStatus.RUNNING,
