@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -113,15 +110,10 @@ class Batch(models.Model):
             return 100.0 if self.status == BatchStatus.COMPLETED else 0.0
         return round(100.0 * (self.completed + self.failed) / self.total, 2)
 
-    def _move_to(self, status: str, stamp_field: str, now: datetime | None = None, **extra: Any) -> None:
-        self.status = status
-        setattr(self, stamp_field, now or timezone.now())
-        for field, value in extra.items():
-            setattr(self, field, value)
-        self.save(update_fields=["status", stamp_field, *extra])
-
     def mark_cancelling(self) -> None:
-        self._move_to(BatchStatus.CANCELLING, "cancelling_at")
+        self.status = BatchStatus.CANCELLING
+        self.cancelling_at = timezone.now()
+        self.save(update_fields=["status", "cancelling_at"])
 
 
 class ChunkStatus(models.TextChoices):
