@@ -46,13 +46,13 @@ class BatchAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected batches")
     def cancel_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-        from jobs.api.errors import ApiError
+        from jobs.errors import BatchsiteError
         from jobs.services.batches import cancel_batch
 
         for batch in queryset:
             try:
                 cancel_batch(batch)
-            except ApiError as exc:
+            except BatchsiteError as exc:
                 self.message_user(request, f"{batch.id}: {exc.message}", messages.WARNING)
 
 

@@ -7,13 +7,12 @@ from typing import Any
 from django.conf import settings
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 
-from jobs.api.errors import ApiError
+from jobs.errors import TooLarge
 
 
-def too_large(limit: int) -> ApiError:
-    return ApiError(
+def too_large(limit: int) -> TooLarge:
+    return TooLarge(
         f"File is too large: the limit is {limit} bytes (BATCHSITE_MAX_UPLOAD_BYTES).",
-        status_code=413,
         code="file_too_large",
         param="file",
     )

@@ -17,13 +17,11 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.db.utils import InterfaceError, OperationalError
-from django.utils import timezone
 
-from jobs import webhooks
 from jobs.engine.base import Engine, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
-from jobs.models import TERMINAL_STATUSES, Batch, BatchStatus, Chunk, ChunkStatus, RegisteredModel, WorkerState
+from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id
-from jobs.services import queue, results
+from jobs.services import lifecycle, queue, results
 from jobs.worker_feed import ChunkRun, Feeder
 
 log = logging.getLogger("batchsite.worker")
@@ -200,20 +198,7 @@ class GpuWorker:
 
     def fail_batch(self, batch: Batch, code: str, message: str) -> None:
         log.error("batch %s failed: %s", batch.id, message)
-        Chunk.objects.filter(batch=batch).exclude(status=ChunkStatus.DONE).update(
-            status=ChunkStatus.FAILED, worker=None, last_error=message
-        )
-        failed = (
-            Batch.objects.filter(pk=batch.pk)
-            .exclude(status__in=TERMINAL_STATUSES)
-            .update(
-                status=BatchStatus.FAILED,
-                failed_at=timezone.now(),
-                errors={"object": "list", "data": [{"code": code, "message": message, "param": None, "line": None}]},
-            )
-        )
-        if failed:
-            webhooks.notify(Batch.objects.get(pk=batch.pk))
+        lifecycle.fail_batch(batch.pk, code, message)
         self.state = WorkerState.IDLE
 
     # -- running requests ------------------------------------------------

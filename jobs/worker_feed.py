@@ -8,9 +8,10 @@ away, so the engine's window stays full across chunk boundaries.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from django.conf import settings
 
@@ -20,8 +21,18 @@ from jobs.services import files as file_service
 from jobs.services import queue, results
 from jobs.services.jsonl import iter_lines
 
-if TYPE_CHECKING:
-    from jobs.worker import GpuWorker
+
+class FeedOwner(Protocol):
+    """What a Feeder needs of the worker that owns it (the worker implements it;
+    this module does not import the worker, so the two form no import circle)."""
+
+    id: str
+    stopping: threading.Event
+    progress_every: float
+
+    def finish(self, run: ChunkRun) -> None: ...
+
+    def abort_engine(self) -> None: ...
 
 
 class ChunkRun:
@@ -79,7 +90,7 @@ def read_requests(run: ChunkRun, source: BinaryIO, model: str) -> Iterator[Engin
 
 
 class Feeder:
-    def __init__(self, worker: GpuWorker, first: Chunk, model: str) -> None:
+    def __init__(self, worker: FeedOwner, first: Chunk, model: str) -> None:
         self.worker = worker
         self.model = model
         self.runs: list[ChunkRun] = []

@@ -10,88 +10,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs.api.common import UnixTimeField, cursor_page, int_param, list_body, unix
+from jobs.api.common import cursor_page, int_param, list_body
 from jobs.models import Batch
 from jobs.services import batches as batch_service
+from jobs.services import scheduling
 from jobs.services.batches import BatchRequest
-
-
-class BatchOutputSerializer(serializers.ModelSerializer):
-    """Every field of OpenAI's Batch object, then batchsite's queue fields."""
-
-    object = serializers.SerializerMethodField()
-    input_file_id = serializers.CharField(read_only=True)
-    output_file_id = serializers.CharField(read_only=True)
-    error_file_id = serializers.CharField(read_only=True)
-    request_counts = serializers.SerializerMethodField()
-    created_at = UnixTimeField()
-    in_progress_at = UnixTimeField()
-    expires_at = UnixTimeField()
-    finalizing_at = UnixTimeField()
-    completed_at = UnixTimeField()
-    failed_at = UnixTimeField()
-    expired_at = UnixTimeField()
-    cancelling_at = UnixTimeField()
-    cancelled_at = UnixTimeField()
-    started_at = UnixTimeField()
-    queue_position = serializers.SerializerMethodField()
-    progress_percent = serializers.FloatField(read_only=True)
-    estimated_completion_time = serializers.SerializerMethodField()
-    webhook_url = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Batch
-        fields = [
-            "id",
-            "object",
-            "endpoint",
-            "errors",
-            "input_file_id",
-            "completion_window",
-            "status",
-            "output_file_id",
-            "error_file_id",
-            "created_at",
-            "in_progress_at",
-            "expires_at",
-            "finalizing_at",
-            "completed_at",
-            "failed_at",
-            "expired_at",
-            "cancelling_at",
-            "cancelled_at",
-            "request_counts",
-            "metadata",
-            "model",
-            "usage",
-            "queue_position",
-            "progress_percent",
-            "estimated_completion_time",
-            "started_at",
-            "webhook_url",
-        ]
-
-    def get_object(self, obj: Batch) -> str:
-        return "batch"
-
-    def get_request_counts(self, obj: Batch) -> dict[str, int]:
-        return {"total": obj.total, "completed": obj.completed, "failed": obj.failed}
-
-    def get_queue_position(self, obj: Batch) -> int | None:
-        positions = self.context.get("positions")
-        if positions is None:
-            positions = batch_service.queue_positions()
-        return positions.get(obj.id)
-
-    def get_estimated_completion_time(self, obj: Batch) -> int | None:
-        return unix(batch_service.estimated_completion(obj))
-
-    def get_webhook_url(self, obj: Batch) -> str | None:
-        return obj.webhook_url or None
-
-
-def batch_body(batch: Batch) -> dict[str, Any]:
-    return BatchOutputSerializer(batch).data
+from jobs.services.objects import batch_object
 
 
 class BatchListApi(APIView):
@@ -127,8 +51,8 @@ class BatchListApi(APIView):
             True,
             "batch",
         )
-        context = {"positions": batch_service.queue_positions()}
-        return Response(list_body(BatchOutputSerializer(rows, many=True, context=context).data, has_more))
+        positions = scheduling.queue_positions()
+        return Response(list_body([batch_object(batch, positions) for batch in rows], has_more))
 
     def post(self, request: Request) -> Response:
         serializer = self.CreateInputSerializer(data=request.data)
@@ -145,15 +69,15 @@ class BatchListApi(APIView):
             batch = batch_service.create_batch_from_upload(request.user, data["file"], req)
         else:
             batch = batch_service.create_batch(request.user, data["input_file_id"], req)
-        return Response(batch_body(batch))
+        return Response(batch_object(batch))
 
 
 class BatchDetailApi(APIView):
     def get(self, request: Request, batch_id: str) -> Response:
-        return Response(batch_body(batch_service.get_batch(request.user, batch_id)))
+        return Response(batch_object(batch_service.get_batch(request.user, batch_id)))
 
 
 class BatchCancelApi(APIView):
     def post(self, request: Request, batch_id: str) -> Response:
         batch = batch_service.cancel_batch(batch_service.get_batch(request.user, batch_id))
-        return Response(batch_body(batch))
+        return Response(batch_object(batch))

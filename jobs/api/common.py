@@ -9,10 +9,7 @@ from django.db.models import Q, QuerySet
 from rest_framework import serializers
 
 from jobs.api.errors import ApiError
-
-
-def unix(value: datetime | None) -> int | None:
-    return int(value.timestamp()) if value is not None else None
+from jobs.services.objects import unix
 
 
 class UnixTimeField(serializers.Field):

@@ -16,11 +16,23 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from jobs import errors as domain
+
 log = logging.getLogger(__name__)
+
+# Each kind of domain error (jobs/errors.py) and the HTTP status it answers with.
+DOMAIN_STATUS: dict[type[domain.BatchsiteError], int] = {
+    domain.InvalidRequest: status.HTTP_400_BAD_REQUEST,
+    domain.NotFound: status.HTTP_404_NOT_FOUND,
+    domain.Conflict: status.HTTP_409_CONFLICT,
+    domain.TooLarge: status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    domain.LimitReached: status.HTTP_429_TOO_MANY_REQUESTS,
+}
 
 
 class ApiError(exceptions.APIException):
-    """An error with OpenAI's fields; raise it from services and views alike."""
+    """An error with OpenAI's fields, raised by the views themselves (query
+    parameters and the like); services raise jobs.errors instead."""
 
     def __init__(
         self,
@@ -55,8 +67,11 @@ def error_body(
     return {"error": {"message": message, "type": type or _type_for(status_code), "param": param, "code": code}}
 
 
-def not_found_error(kind: str, object_id: str, param: str = "id") -> ApiError:
-    return ApiError(f"No such {kind}: '{object_id}'", status_code=404, code="not_found", param=param)
+def from_domain(exc: domain.BatchsiteError) -> ApiError:
+    status_code = next(
+        (code for kind, code in DOMAIN_STATUS.items() if isinstance(exc, kind)), status.HTTP_400_BAD_REQUEST
+    )
+    return ApiError(exc.message, status_code=status_code, code=exc.code, param=exc.param)
 
 
 def _first_validation_message(detail: Any, prefix: str = "") -> tuple[str, str | None]:
@@ -91,6 +106,8 @@ _CODES = {
 def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    elif isinstance(exc, domain.BatchsiteError):
+        exc = from_domain(exc)
     response = exception_handler(exc, context)
     if response is None:
         return None  # not an API exception: ApiErrorMiddleware answers with a 500
@@ -151,5 +168,12 @@ class ApiErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not _is_api(request) or isinstance(exception, Http404):
             return None
+        if isinstance(exception, domain.BatchsiteError):
+            # Raised outside a DRF view (an upload handler while Django parses
+            # the body, say): the same OpenAI answer a view would give.
+            error = from_domain(exception)
+            return JsonResponse(
+                error_body(error.message, error.status_code, error.error_code, error.param), status=error.status_code
+            )
         log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exception)
         return server_error(request)

@@ -8,9 +8,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs.api.common import unix
 from jobs.api.errors import ApiError
 from jobs.models import RegisteredModel
+from jobs.services.objects import unix
 
 
 def model_body(entry: RegisteredModel) -> dict[str, Any]:

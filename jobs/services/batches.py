@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -13,9 +13,10 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from batchsite.env import parse_window
-from jobs.api.errors import ApiError, not_found_error
+from jobs.errors import BatchsiteError, Conflict, InvalidRequest, LimitReached, NotFound, not_found
 from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, File, RegisteredModel
 from jobs.services import files as file_service
+from jobs.services import lifecycle
 from jobs.services.results import finalize
 from jobs.services.validation import ValidationResult, validate_input
 
@@ -37,20 +38,20 @@ def check_metadata(metadata: Any) -> dict[str, str] | None:
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
-        raise ApiError(
+        raise InvalidRequest(
             "metadata must be an object of string keys and values.", param="metadata", code="invalid_metadata"
         )
     if len(metadata) > 16:
-        raise ApiError("metadata may have at most 16 keys.", param="metadata", code="invalid_metadata")
+        raise InvalidRequest("metadata may have at most 16 keys.", param="metadata", code="invalid_metadata")
     for key, value in metadata.items():
         if not isinstance(key, str) or len(key) > 64:
-            raise ApiError(
+            raise InvalidRequest(
                 f"metadata key {key!r} must be a string of at most 64 characters.",
                 param="metadata",
                 code="invalid_metadata",
             )
         if not isinstance(value, str) or len(value) > 512:
-            raise ApiError(
+            raise InvalidRequest(
                 f"metadata[{key!r}] must be a string of at most 512 characters.",
                 param="metadata",
                 code="invalid_metadata",
@@ -61,13 +62,13 @@ def check_metadata(metadata: Any) -> dict[str, str] | None:
 def check_request(req: BatchRequest) -> None:
     windows = settings.BATCHSITE.completion_windows
     if req.completion_window not in windows:
-        raise ApiError(
+        raise InvalidRequest(
             f"completion_window must be one of: {', '.join(windows)}; got {req.completion_window!r}.",
             param="completion_window",
             code="invalid_completion_window",
         )
     if req.endpoint is not None and req.endpoint not in ENDPOINT_KINDS:
-        raise ApiError(
+        raise InvalidRequest(
             f"endpoint must be one of: {', '.join(ENDPOINT_KINDS)}; got {req.endpoint!r}.",
             param="endpoint",
             code="invalid_endpoint",
@@ -75,15 +76,14 @@ def check_request(req: BatchRequest) -> None:
     if req.model is not None:
         entry = RegisteredModel.objects.enabled().filter(name=req.model).first()
         if entry is None:
-            raise ApiError(
+            raise NotFound(
                 f"The model {req.model!r} does not exist or is not enabled here; "
                 "GET /v1/models lists the models you can use.",
-                status_code=404,
                 param="model",
                 code="model_not_found",
             )
         if req.endpoint is not None and not entry.serves(req.endpoint):
-            raise ApiError(
+            raise InvalidRequest(
                 f"The model {req.model!r} does not serve {req.endpoint}.", param="model", code="model_not_supported"
             )
 
@@ -93,10 +93,9 @@ def check_queue_limits(new_requests: int) -> None:
     limits = settings.BATCHSITE
     queued = Batch.objects.active().count()
     if queued >= limits.max_queued_batches:
-        raise ApiError(
+        raise LimitReached(
             f"The queue is full: {queued} batches are waiting or running, the most allowed "
             f"(BATCHSITE_MAX_QUEUED_BATCHES={limits.max_queued_batches}). Try again when one finishes.",
-            status_code=429,
             code="queue_full",
         )
     waiting = (
@@ -106,10 +105,9 @@ def check_queue_limits(new_requests: int) -> None:
         or 0
     )
     if waiting + new_requests > limits.max_queued_requests:
-        raise ApiError(
+        raise LimitReached(
             f"The queue holds {waiting} requests; {new_requests} more would pass the limit of "
             f"{limits.max_queued_requests} (BATCHSITE_MAX_QUEUED_REQUESTS). Try again later.",
-            status_code=429,
             code="too_many_queued_requests",
         )
 
@@ -130,12 +128,12 @@ def _validate(input_file: File, req: BatchRequest) -> ValidationResult:
 def create_batch(owner: Any, input_file_id: str, req: BatchRequest) -> Batch:
     """Validate the input (streaming) and queue a batch, or store it as failed."""
     check_request(req)
-    return _create(owner, file_service.get_owned_file(owner, input_file_id), req)
+    return _create(owner, file_service.get_owned_file(owner, input_file_id, "input_file_id"), req)
 
 
 def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
     if input_file.purpose != "batch":
-        raise ApiError(
+        raise InvalidRequest(
             f"File {input_file.id} has purpose {input_file.purpose!r}; a batch input needs purpose 'batch'.",
             param="input_file_id",
             code="invalid_file_purpose",
@@ -156,8 +154,7 @@ def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
     )
     if not result.ok:
         # OpenAI's behaviour: the batch exists, failed, with the line errors.
-        errors = result.errors_object(settings.BATCHSITE.max_validation_errors)
-        return Batch.objects.create(status=BatchStatus.FAILED, failed_at=now, errors=errors, **fields)
+        return lifecycle.create_failed(errors=result.errors_object(settings.BATCHSITE.max_validation_errors), **fields)
     with transaction.atomic():
         _lock_queue()
         check_queue_limits(result.total)
@@ -186,7 +183,7 @@ def create_batch_from_upload(owner: Any, upload: DjangoFile, req: BatchRequest) 
     input_file = file_service.store_upload(owner, upload, "batch")
     try:
         return _create(owner, input_file, req)
-    except ApiError:
+    except BatchsiteError:
         file_service.delete_file(input_file)
         raise
 
@@ -194,7 +191,7 @@ def create_batch_from_upload(owner: Any, upload: DjangoFile, req: BatchRequest) 
 def get_batch(owner: Any, batch_id: str) -> Batch:
     batch = Batch.objects.owned_by(owner).filter(pk=batch_id).first()
     if batch is None:
-        raise not_found_error("batch", batch_id, "batch_id")
+        raise not_found("batch", batch_id, "batch_id")
     return batch
 
 
@@ -205,9 +202,8 @@ def cancel_batch(batch: Batch) -> Batch:
         if batch.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
             return batch  # cancel is idempotent, as OpenAI's is
         if batch.status not in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS):
-            raise ApiError(
+            raise Conflict(
                 f"Cannot cancel a batch with status '{batch.status}'.",
-                status_code=409,
                 code="batch_not_cancellable",
                 param="batch_id",
             )
@@ -220,27 +216,3 @@ def cancel_batch(batch: Batch) -> Batch:
     # Nothing ran: finish it here, so the caller sees `cancelled` (and the
     # error file of batch_cancelled lines) without waiting for a worker.
     return finalize(batch.pk, None) or Batch.objects.get(pk=batch.pk)
-
-
-def queue_positions() -> dict[str, int]:
-    """Batches still to run, oldest first: 0 is the one workers take next (or run now).
-
-    The queue is bounded by BATCHSITE_MAX_QUEUED_BATCHES, so this is one small query.
-    """
-    ids = Batch.objects.filter(status=BatchStatus.IN_PROGRESS).in_queue_order().values_list("id", flat=True)
-    return {batch_id: position for position, batch_id in enumerate(ids)}
-
-
-def estimated_completion(batch: Batch) -> datetime | None:
-    """When the batch should finish, at the rate its requests have finished so far.
-
-    Null until a worker has started it and finished at least one request; the
-    rate covers all its workers, so adding GPUs shortens the estimate.
-    """
-    done = batch.completed + batch.failed
-    if batch.status != BatchStatus.IN_PROGRESS or batch.started_at is None or done == 0:
-        return None
-    now = timezone.now()
-    elapsed = (now - batch.started_at).total_seconds()
-    remaining = max(batch.total - done, 0)
-    return now + timedelta(seconds=elapsed * remaining / done)

@@ -9,7 +9,7 @@ from django.core.files.base import File as DjangoFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from jobs.api.errors import ApiError, not_found_error
+from jobs.errors import Conflict, InvalidRequest, not_found
 from jobs.models import Batch, File, FilePurpose
 from jobs.models.ids import new_file_id
 
@@ -21,18 +21,22 @@ def _storage_name(file_id: str) -> str:
     return f"{file_id[5:7]}/{file_id}.jsonl"
 
 
-def get_owned_file(owner: Any, file_id: str) -> File:
-    """A user's own file; another user's id is a 404, as if it did not exist."""
+def get_owned_file(owner: Any, file_id: str, param: str = "file_id") -> File:
+    """A user's own file; another user's id is a 404, as if it did not exist.
+
+    ``param`` names the request field the id came from (``input_file_id`` when
+    creating a batch), so the error points at what the caller sent.
+    """
     file = File.objects.owned_by(owner).filter(pk=file_id).first()
     if file is None:
-        raise not_found_error("file", file_id, "file_id")
+        raise not_found("file", file_id, param)
     return file
 
 
 def store_upload(owner: Any, upload: DjangoFile, purpose: str) -> File:
     """Save an uploaded file. The upload is already a temp file on the data volume."""
     if purpose not in UPLOAD_PURPOSES:
-        raise ApiError(
+        raise InvalidRequest(
             f"Invalid purpose {purpose!r}: files uploaded here are for batches, use purpose 'batch'.",
             code="invalid_purpose",
             param="purpose",
@@ -78,10 +82,9 @@ def delete_file(file: File) -> None:
     """Delete a file unless a batch that has not finished still reads it."""
     with transaction.atomic():
         if Batch.objects.active().filter(input_file=file).exists():
-            raise ApiError(
+            raise Conflict(
                 f"File {file.id} is the input of a batch that has not finished; "
                 "cancel the batch or wait for it before deleting the file.",
-                status_code=409,
                 code="file_in_use",
                 param="file_id",
             )

@@ -14,12 +14,13 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from jobs import webhooks
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, File, FilePurpose
 from jobs.services import files as file_service
 from jobs.services.jsonl import iter_lines
+from jobs.services.lifecycle import end_batch
 
 log = logging.getLogger("batchsite.worker")
 
@@ -193,22 +194,22 @@ def finalize(batch_id: str, worker_id: str | None) -> Batch | None:
         for leftover in (out.name, err.name):
             Path(leftover).unlink(missing_ok=True)
     if batch.cancelling_at is not None:
-        status, stamp = BatchStatus.CANCELLED, "cancelled_at"
+        status = BatchStatus.CANCELLED
     elif batch.chunks.filter(status=ChunkStatus.CANCELLED).exists():
-        status, stamp = BatchStatus.EXPIRED, "expired_at"
+        status = BatchStatus.EXPIRED
     else:
-        status, stamp = BatchStatus.COMPLETED, "completed_at"
-    now = timezone.now()
-    done = Batch.objects.filter(pk=batch_id, status=BatchStatus.FINALIZING, finalizer_id=worker_id).update(
-        status=status,
+        status = BatchStatus.COMPLETED
+    finished = end_batch(
+        batch_id,
+        status,
+        Q(status=BatchStatus.FINALIZING, finalizer_id=worker_id),
         output_file=output,
         error_file=error,
         completed=completed,
         failed=failed,
         usage=openai_usage(usage),
-        **{stamp: now},
     )
-    if not done:  # another worker took over a finalize it thought dead: keep its files, not ours
+    if finished is None:  # another worker took over a finalize it thought dead: keep its files, not ours
         for file in (output, error):
             if file is not None:
                 file_service.delete_file(file)
@@ -220,8 +221,6 @@ def finalize(batch_id: str, worker_id: str | None) -> Batch | None:
         status,
         completed,
         failed,
-        (now - started).total_seconds(),
+        (timezone.now() - started).total_seconds(),
     )
-    finished = Batch.objects.get(pk=batch_id)
-    webhooks.notify(finished)
     return finished

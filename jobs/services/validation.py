@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from batchsite.env import Limits
-from jobs.api.errors import ApiError
+from jobs.errors import InvalidRequest
 from jobs.models import ENDPOINT_KINDS, RegisteredModel
 from jobs.services.jsonl import iter_lines
 
@@ -58,11 +58,10 @@ class ValidationResult:
         return {"object": "list", "data": data}
 
 
-def too_many_requests(limit: int) -> ApiError:
-    return ApiError(
+def too_many_requests(limit: int) -> InvalidRequest:
+    return InvalidRequest(
         f"The input file has more than {limit} requests, the most one batch may hold "
         "(BATCHSITE_MAX_REQUESTS_PER_BATCH). Split it into several batches.",
-        status_code=400,
         code="too_many_requests_in_batch",
         param="input_file_id",
     )
@@ -222,5 +221,5 @@ class _Validator:
 
 
 def validate_input(f: BinaryIO, endpoint: str | None, model: str | None, limits: Limits) -> ValidationResult:
-    """Validate a batch input file, streaming. Raises ApiError for breaking a limit."""
+    """Validate a batch input file, streaming. Raises InvalidRequest for breaking a limit."""
     return _Validator(endpoint, model, limits).run(f)

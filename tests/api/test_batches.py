@@ -143,7 +143,7 @@ def test_unknown_input_file_is_404(client, models):
         {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions", "completion_window": "24h"},
         format="json",
     )
-    assert response.status_code == 404 and response.json()["error"]["param"] == "file_id"
+    assert response.status_code == 404 and response.json()["error"]["param"] == "input_file_id"
 
 
 def test_completion_windows_are_configurable(client, models, upload, limits):

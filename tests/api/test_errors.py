@@ -35,12 +35,12 @@ def test_malformed_json_is_a_json_400(client):
 
 
 def test_an_unexpected_exception_is_a_json_500(client, monkeypatch):
-    from jobs.services import batches
+    from jobs.services import scheduling
 
     def boom():
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(batches, "queue_positions", boom)
+    monkeypatch.setattr(scheduling, "queue_positions", boom)
     api = Client(raise_request_exception=False, HTTP_AUTHORIZATION=client._credentials["HTTP_AUTHORIZATION"])
     error = assert_openai_error(api.get("/v1/batches"), 500)
     assert error["type"] == "server_error" and "secret" not in error["message"]

@@ -1,4 +1,4 @@
-"""Webhooks: tell a batch's webhook_url when the batch ends.
+"""Batch events: tell a batch's webhook_url when the batch ends.
 
 The body is shaped like OpenAI's webhook events (``batch.completed``,
 ``batch.failed``, ``batch.expired``, ``batch.cancelled``) with the whole batch
@@ -18,9 +18,11 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from jobs.models import Batch
+from jobs.services.objects import batch_object
 
 log = logging.getLogger("batchsite.webhooks")
 
@@ -29,14 +31,12 @@ TIMEOUT_SECONDS = 10.0
 
 
 def event_for(batch: Batch) -> dict[str, Any]:
-    from jobs.api.batches import batch_body
-
     return {
         "object": "event",
         "id": "evt_" + secrets.token_hex(12),
         "type": f"batch.{batch.status}",
         "created_at": int(timezone.now().timestamp()),
-        "data": batch_body(batch),
+        "data": batch_object(batch),
     }
 
 
@@ -61,11 +61,15 @@ def deliver(url: str, event: dict[str, Any], backoff: float = 1.0) -> bool:
     return False
 
 
-def notify(batch: Batch) -> threading.Thread | None:
+def batch_ended(batch: Batch) -> None:
+    """Called inside the transaction that made ``batch`` terminal; sends once it commits."""
     if not batch.webhook_url or not batch.is_terminal:
-        return None
-    thread = threading.Thread(
-        target=deliver, args=(batch.webhook_url, event_for(batch)), daemon=True, name=f"webhook-{batch.id}"
-    )
-    thread.start()
-    return thread
+        return
+    event = event_for(batch)
+
+    def send() -> None:
+        threading.Thread(
+            target=deliver, args=(batch.webhook_url, event), daemon=True, name=f"webhook-{batch.id}"
+        ).start()
+
+    transaction.on_commit(send)

@@ -1,0 +1,67 @@
+"""The OpenAI-shaped objects batchsite hands out, as plain dicts.
+
+The API returns them, webhook events carry them and the pages read them, so
+they are built here, below all three, from one field list.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from jobs.models import Batch
+from jobs.services import scheduling
+
+# OpenAI's Batch object field by field (timestamps as Unix seconds).
+BATCH_TIMESTAMPS = (
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+
+
+def unix(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+def batch_object(batch: Batch, positions: dict[str, int] | None = None) -> dict[str, Any]:
+    """Every field of OpenAI's Batch object, then batchsite's additive queue fields.
+
+    ``positions`` (from ``scheduling.queue_positions``) lets a list share one
+    queue query; without it the queue is read for this batch alone.
+    """
+    if positions is None:
+        positions = scheduling.queue_positions()
+    body: dict[str, Any] = {
+        "id": batch.id,
+        "object": "batch",
+        "endpoint": batch.endpoint,
+        "errors": batch.errors,
+        "input_file_id": batch.input_file_id,
+        "completion_window": batch.completion_window,
+        "status": batch.status,
+        "output_file_id": batch.output_file_id,
+        "error_file_id": batch.error_file_id,
+    }
+    body.update({name: unix(getattr(batch, name)) for name in BATCH_TIMESTAMPS})
+    body.update(
+        {
+            "request_counts": {"total": batch.total, "completed": batch.completed, "failed": batch.failed},
+            "metadata": batch.metadata,
+            "model": batch.model,
+            "usage": batch.usage,
+            # batchsite's extensions, additive so OpenAI's clients ignore them.
+            "queue_position": positions.get(batch.id),
+            "progress_percent": batch.progress_percent,
+            "estimated_completion_time": unix(scheduling.estimated_completion(batch)),
+            "started_at": unix(batch.started_at),
+            "webhook_url": batch.webhook_url or None,
+        }
+    )
+    return body
