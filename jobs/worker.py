@@ -120,7 +120,7 @@ class GpuWorker:
         try:
             while not self._beat_stop.wait(self.heartbeat_seconds):
                 try:
-                    queue.heartbeat(self.id, state=self.state, loaded_model=self.engine.loaded_model or "")
+                    self.beat()
                     feeder = self.feeder
                     if feeder is not None:
                         # Here, not in the result loop: a cancel must abort
@@ -131,6 +131,15 @@ class GpuWorker:
                     connection.close()
         finally:
             connection.close()
+
+    def beat(self) -> None:
+        loaded = self.engine.loaded_model or ""
+        if not queue.heartbeat(self.id, state=self.state, loaded_model=loaded):
+            # The row is gone (an operator deleted it in the admin, or a test
+            # emptied the tables): a live worker must stay visible, and its
+            # claims reference the row, so it registers again.
+            log.warning("worker %s: its row was missing; registering again", self.id)
+            queue.register_worker(self.id, self.device, os.getpid(), self.state, loaded)
 
     def queue_drained(self) -> bool:
         """Nothing left that this worker could ever pick up, including a finalize
@@ -147,6 +156,7 @@ class GpuWorker:
 
     def tick(self) -> bool:
         """Housekeeping, then one claimed chunk (and what follows it). True if anything was done."""
+        self.beat()
         busy = bool(queue.release_orphans(self.id))
         busy = bool(queue.sweep_stale(self.stale_after, self.max_attempts)) or busy
         queue.stop_due_batches()

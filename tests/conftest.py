@@ -3,7 +3,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from jobs.models import ApiKey, RegisteredModel
+from tests.live import MODELS_CACHE, LiveStack
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -139,9 +140,9 @@ class LiveServer:
         return [c.pid for c in psutil.Process(self.process.pid).children()]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_server_process(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """gunicorn serving the test database on loopback: a real server process."""
+    """gunicorn serving the test database on loopback: a real server process, one per session."""
     import os
     import subprocess
     import sys
@@ -207,6 +208,53 @@ def subprocess_env(settings: Any, data_dir: Path | None = None, **extra: str) ->
     }
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The demo chat model as a safetensors folder, converted once and cached across sessions."""
+    from jobs.engine import demo
+
+    path = MODELS_CACHE / demo.SMOLLM2_DIRNAME
+    demo.convert_smollm2(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    from jobs.engine import demo
+
+    return demo.minilm_dir()
+
+
+@pytest.fixture(scope="session")
+def live_stack(live_server_process: Any, smollm2_dir: Path, minilm_path: Path) -> Iterator[LiveStack]:
+    """The session's gunicorn plus one real run_gpu_worker (vLLM on the CPU): see tests/live.py."""
+    stack = LiveStack.start(live_server_process, ROOT)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def stack(
+    live_stack: LiveStack, transactional_db: Any, settings: Any, smollm2_dir: Path, minilm_path: Path
+) -> LiveStack:
+    """The live stack for one test: demo models registered, this process reading the stack's files."""
+    live_stack.check_alive()
+    live_stack.register_demo_models(smollm2_dir, minilm_path)
+    live_stack.point_storage(settings)
+    return live_stack
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests on the shared live stack run last, together: its worker stays up
+    # between them (so each model loads once per session), and by then no other
+    # test has batches its worker could claim. They load real models: engine tests.
+    for item in items:
+        if "live_stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.engine)
+    items.sort(key=lambda item: "live_stack" in getattr(item, "fixturenames", ()))
 
 
 def start_worker(settings: Any, *args: str, data_dir: Path | None = None, stderr: Any = None, **env: str) -> Any:

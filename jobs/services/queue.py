@@ -23,7 +23,9 @@ from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, Worker, WorkerSt
 log = logging.getLogger("batchsite.worker")
 
 
-def register_worker(worker_id: str, device: str, pid: int) -> Worker:
+def register_worker(
+    worker_id: str, device: str, pid: int, state: str = WorkerState.IDLE, loaded_model: str = ""
+) -> Worker:
     now = timezone.now()
     worker, _ = Worker.objects.update_or_create(
         pk=worker_id,
@@ -31,17 +33,18 @@ def register_worker(worker_id: str, device: str, pid: int) -> Worker:
             host=socket.gethostname(),
             pid=pid,
             device=device,
-            state=WorkerState.IDLE,
+            state=state,
             heartbeat_at=now,
             stopped_at=None,
-            loaded_model="",
+            loaded_model=loaded_model,
         ),
     )
     return worker
 
 
-def heartbeat(worker_id: str, **fields: Any) -> None:
-    Worker.objects.filter(pk=worker_id).update(heartbeat_at=timezone.now(), **fields)
+def heartbeat(worker_id: str, **fields: Any) -> bool:
+    """Refresh the worker's row; False if the row is gone (the caller registers again)."""
+    return Worker.objects.filter(pk=worker_id).update(heartbeat_at=timezone.now(), **fields) == 1
 
 
 def stop_worker(worker_id: str) -> None:

@@ -31,27 +31,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from jobs.engine import demo  # noqa: E402
 from jobs.engine.base import ModelSpec  # noqa: E402
 from jobs.engine.options import cli_args  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
-# Converted models are cached across sessions (the SmolLM2 conversion takes ~45 s).
-MODELS_CACHE = Path(os.environ.get("BATCHSITE_TEST_MODELS", REPO / "var" / "test-models"))
+from tests.live import SMOL_OPTIONS  # noqa: E402
 
 SMOL_NAME = demo.SMOLLM2_NAME
 MINILM_NAME = demo.MINILM_NAME
-# Small context for the demo model keeps the over-long prompt test cheap.
-SMOL_OPTIONS = {"max_model_len": 2048}
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    path = MODELS_CACHE / demo.SMOLLM2_DIRNAME
-    demo.convert_smollm2(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def minilm_path() -> Path:
-    return demo.minilm_dir()
 
 
 @pytest.fixture(scope="session")
