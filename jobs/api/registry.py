@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from jobs.api.errors import ApiError
 from jobs.models import RegisteredModel
 from jobs.services.objects import unix
+from jobs.services.registry import enabled_models
 
 
 def model_body(entry: RegisteredModel) -> dict[str, Any]:
@@ -25,7 +26,7 @@ def model_body(entry: RegisteredModel) -> dict[str, Any]:
 
 class ModelListApi(APIView):
     def get(self, request: Request) -> Response:
-        return Response({"object": "list", "data": [model_body(m) for m in RegisteredModel.objects.enabled()]})
+        return Response({"object": "list", "data": [model_body(m) for m in enabled_models()]})
 
 
 class ModelDetailApi(APIView):
