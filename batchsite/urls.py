@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api-auth/", include("rest_framework.urls")),
     path("v1/", include("jobs.api.urls")),
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    # The web UI, including sign-in (/accounts/login/), which the admin and the
+    # browsable API use too: DRF's own login view is not routed, as it has no
+    # throttling of failed attempts.
+    path("", include("jobs.web.urls")),
 ]
 
 handler404 = "jobs.api.errors.not_found"
