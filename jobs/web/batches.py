@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,8 @@ from jobs.services.objects import batch_object
 from jobs.web.decorators import login_required_live
 from jobs.web.forms import BatchFilterForm
 from jobs.web.submit import line_errors
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 25
 CANCELLABLE = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
@@ -102,10 +105,15 @@ def batch_cancel(request: HttpRequest, batch_id: str) -> HttpResponse:
 def batch_download(request: HttpRequest, batch_id: str, kind: str) -> FileResponse:
     try:
         file = access.batch_file(request.user, batch_id, kind)
+        content = file_service.open_content(file)
     except BatchsiteError as exc:
         raise Http404(exc.message) from None
+    except FileNotFoundError:
+        # The row outlived its bytes (storage lost or cleaned by hand): say so, do not crash.
+        log.warning("file %s of batch %s has no stored content at %s", file.id, batch_id, file.storage_name)
+        raise Http404(f"The contents of {file.id} are no longer stored.") from None
     return FileResponse(
-        file_service.open_content(file),
+        content,
         content_type="application/jsonl",
         as_attachment=True,
         filename=file.filename,
