@@ -75,7 +75,7 @@ def queue_view(viewer: Any, now: datetime | None = None) -> QueueView:
     now = now or timezone.now()
     positions = scheduling.queue_positions()
     # The queue is bounded by BATCHSITE_MAX_QUEUED_BATCHES, so this is a short list.
-    active = list(Batch.objects.filter(status__in=_RUNNING_STATUSES).in_queue_order())
+    active = list(Batch.objects.filter(status__in=_RUNNING_STATUSES).select_related("owner").in_queue_order())
     running = [
         _row(b, viewer, positions, now)
         for b in active
@@ -88,7 +88,10 @@ def queue_view(viewer: Any, now: datetime | None = None) -> QueueView:
     mine = Batch.objects.all() if viewer.is_staff else Batch.objects.owned_by(viewer)
     ended = Q(completed_at__gte=since) | Q(failed_at__gte=since) | Q(expired_at__gte=since)
     recent = list(
-        mine.terminal().filter(ended | Q(cancelled_at__gte=since)).order_by("-created_at", "-id")[:RECENT_LIMIT]
+        mine.terminal()
+        .filter(ended | Q(cancelled_at__gte=since))
+        .select_related("owner")
+        .order_by("-created_at", "-id")[:RECENT_LIMIT]
     )
     return QueueView(running=running, queued=queued, recent=recent)
 

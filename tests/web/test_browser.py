@@ -90,6 +90,9 @@ def test_the_dropdown_lists_exactly_the_models_of_v1_models_and_fits_the_endpoin
     page.fill("[name=meta_key_0]", "project")
     page.fill("[name=meta_value_0]", "demo")
     page.set_input_files("#id_file", str(write(tmp_path, [chat_line(i) for i in range(20)])))
+    page.select_option("#id_endpoint", "/v1/chat/completions")
+    page.fill("#id_webhook_url", "https://hooks.example.com/batches")
+    page.locator("h1").click()  # no focus ring in the picture
     screenshot(page, "submit", tmp_path)
 
 
