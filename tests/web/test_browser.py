@@ -105,7 +105,8 @@ def test_a_file_with_bad_lines_is_refused_on_the_page_naming_each_line(site, tmp
     page.goto("/submit")
     page.set_input_files("#id_file", str(write(tmp_path, lines)))
     page.select_option("#id_model", CHAT_MODEL)
-    page.fill("#id_webhook_url", "https://hooks.example.com/batches")
+    # Loopback: the failed batch's webhook is sent, and tests send traffic nowhere else.
+    page.fill("#id_webhook_url", "http://127.0.0.1:9/batches")
     page.click("#submit-button")
     errors = page.locator("#line-errors")
     errors.wait_for()
@@ -116,7 +117,7 @@ def test_a_file_with_bad_lines_is_refused_on_the_page_naming_each_line(site, tmp
     assert "not valid JSON" in text and "already used on line 2" in text and "url must be /v1/chat/completions" in text
     # The choices survive the refusal.
     assert page.input_value("#id_model") == CHAT_MODEL
-    assert page.input_value("#id_webhook_url") == "https://hooks.example.com/batches"
+    assert page.input_value("#id_webhook_url") == "http://127.0.0.1:9/batches"
     assert Batch.objects.get().status == BatchStatus.FAILED
 
 
@@ -164,8 +165,10 @@ def test_a_key_made_on_the_page_works_until_it_is_revoked(site):
     page.click("#create-key")
     secret = page.input_value("#secret")
     assert secret.startswith("bs-")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     page.click("[data-copy='#secret']")
-    assert page.inner_text("[data-copy='#secret']") == "Copied"
+    page.wait_for_function("document.querySelector(\"[data-copy='#secret']\").textContent === 'Copied'")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
     assert site.api(secret, "/v1/batches")[0] == 200
     page.goto("/keys")
     assert secret not in page.content()
