@@ -54,11 +54,11 @@ def read_body(request: HttpRequest) -> tuple[str, int] | None:
 def parses_own_body(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Mark a view that reads its body itself and then calls ``csrf_rejection``.
 
-    It is CSRF-exempt only in the sense that the middleware does not check it:
-    the view must check it (``csrf_rejection``) before it acts on the form.
+    It is CSRF-exempt only in the sense that CsrfViewMiddleware (and this
+    module's middleware) leave it alone: the view itself must check CSRF
+    (``csrf_rejection``) before it acts on the form.
     """
     view.csrf_exempt = True  # type: ignore[attr-defined]
-    view.parses_own_body = True  # type: ignore[attr-defined]
     return view
 
 
