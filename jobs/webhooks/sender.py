@@ -43,6 +43,23 @@ def signature_headers(webhook_id: str, body: str, secrets: list[str], at: dateti
     }
 
 
+def read_head(response: httpx.Response) -> tuple[bytes, bool]:
+    """The start of the body, and whether it stopped short because time ran out.
+
+    The status line is the answer; a body still trickling in at the deadline
+    does not undo it.
+    """
+    head = bytearray()
+    try:
+        for piece in response.iter_raw():
+            head += piece
+            if len(head) >= RESPONSE_READ_BYTES:
+                break
+    except httpx.TimeoutException:
+        return bytes(head[:RESPONSE_READ_BYTES]), True
+    return bytes(head[:RESPONSE_READ_BYTES]), False
+
+
 class Sender:
     """Sends due deliveries for one process (``name`` marks its leases and attempts)."""
 
@@ -108,11 +125,7 @@ class Sender:
                 transport.client(timeout, self.ssl_context) as client,
                 client.stream("POST", url, content=body.encode("ascii"), headers=headers) as response,
             ):
-                head = bytearray()
-                for piece in response.iter_raw():
-                    head += piece
-                    if len(head) >= RESPONSE_READ_BYTES:
-                        break
+                head, cut_off = read_head(response)
         except transport.BlockedAddress as exc:
             return failed(f"refused by the SSRF guard: {exc}")
         except httpx.TimeoutException:
@@ -125,11 +138,13 @@ class Sender:
         error = ""
         if response.is_redirect:
             error = f"redirect to {response.headers.get('location', '?')!r} not followed"
+        elif cut_off:
+            error = "the response body was cut off at the timeout (the status counts)"
         return Outcome(
             started_at,
             int((time.monotonic() - began) * 1000),
             status_code=response.status_code,
-            response=bytes(head[:RESPONSE_READ_BYTES]).decode("utf-8", errors="replace"),
+            response=head.decode("utf-8", errors="replace"),
             error=error,
             retry_after=outbox.parse_retry_after(response.headers.get("retry-after"), timezone.now()),
         )

@@ -163,5 +163,3 @@ def event_of(received: Received, secret: str) -> dict[str, Any]:
     event = received.verify(secret)
     assert json.loads(received.body) == event
     return event
-
-

@@ -68,9 +68,7 @@ def refused(response, fragment: str) -> None:
 
 
 @pytest.mark.parametrize("url, why", HOSTILE + BAD_SCHEMES)
-def test_a_hostile_webhook_url_is_refused_at_create_saying_why_and_nothing_is_stored(
-    client, models, upload, url, why
-):
+def test_a_hostile_webhook_url_is_refused_at_create_saying_why_and_nothing_is_stored(client, models, upload, url, why):
     response = create_batch(client, upload, url)
     refused(response, why)
     if url.startswith("http") and why not in dict(BAD_SCHEMES).values():
