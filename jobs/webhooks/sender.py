@@ -113,13 +113,16 @@ class Sender:
         def failed(error: str) -> Outcome:
             return Outcome(started_at, int((time.monotonic() - began) * 1000), error=error[:1000])
 
+        # Outside the try: a database error is not a failed attempt (nothing
+        # was sent); it reaches the housekeeper, and the lease runs out.
+        secrets = webhook_secrets.signing_secrets(owner_id)
         try:
             headers = {
                 "content-type": "application/json",
                 "user-agent": USER_AGENT,
                 # The excerpt kept is of the bytes as sent: nothing to inflate.
                 "accept-encoding": "identity",
-                **signature_headers(webhook_id, body, webhook_secrets.signing_secrets(owner_id), started_at),
+                **signature_headers(webhook_id, body, secrets, started_at),
             }
             with (
                 transport.client(timeout, self.ssl_context) as client,

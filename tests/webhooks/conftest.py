@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -70,7 +71,8 @@ class Receiver:
         with self.lock:
             return self.replies.pop(0) if self.replies else self.default
 
-    def start(self) -> Receiver:
+    def start(self, tls: tuple[str, str] | None = None) -> Receiver:
+        """Listen (again); with ``tls`` (cert file, key file), over HTTPS."""
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -102,6 +104,10 @@ class Receiver:
 
         server = http.server.ThreadingHTTPServer((self.host, self.port), Handler)
         server.daemon_threads = True
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self.server = server
         threading.Thread(target=server.serve_forever, daemon=True, name="receiver").start()
@@ -120,6 +126,23 @@ class Receiver:
                 raise AssertionError(f"the receiver got {len(self.received)} requests, not {count}, in {timeout}s")
             time.sleep(0.05)
         return list(self.received)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for localhost and 127.0.0.1 (cert file, key file)."""
+    import subprocess
+
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from jobs.services import webhook_secrets
 from jobs.webhooks import outbox
 from jobs.webhooks.outbox import Outcome
 from jobs.webhooks.sender import Sender
-from tests.webhooks.conftest import Reply, create_batch, event_of
+from tests.webhooks.conftest import Receiver, Reply, create_batch, event_of
 
 pytestmark = pytest.mark.django_db
 
@@ -212,3 +212,30 @@ def test_redeliver_now_sends_a_given_up_event_again(event, receiver):
     delivery = send_until_settled(event)
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 2
     assert [r.webhook_id for r in receiver.received] == [event.pk, event.pk]
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_https_receivers_get_the_event_with_the_certificate_checked(
+    client, models, upload, allow_private, tls_files, host
+):
+    import ssl
+
+    secure = Receiver().start(tls=tls_files)
+    try:
+        url = f"https://{host}:{secure.port}/hook"
+        response = create_batch(client, upload, url, lines=[b"not json"])
+        delivery = WebhookDelivery.objects.get(batch_id=response.json()["id"])
+        # Default trust (the public CAs) refuses the test's self-signed certificate...
+        Sender("public-trust").send_due()
+        attempt = WebhookAttempt.objects.get(delivery=delivery)
+        assert "CERTIFICATE_VERIFY_FAILED" in attempt.error and secure.received == []
+        # ...and a sender that trusts it (as a test-only trust root) delivers, the
+        # name checked against the certificate though the connection is by address.
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+        trusting = Sender("test-trust")
+        trusting.ssl_context = ssl.create_default_context(cafile=tls_files[0])
+        assert trusting.send_due() == 1
+    finally:
+        secure.stop()
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DELIVERED and [r.webhook_id for r in secure.received] == [delivery.pk]
