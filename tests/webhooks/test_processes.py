@@ -109,7 +109,7 @@ def test_a_receiver_down_for_30_s_gets_the_event_once_after_a_worker_restart(
     print(f"{len(attempts)} attempts, the last two {got[1].at - got[0].at:.1f}s apart")
 
 
-def test_a_sender_killed_after_the_row_is_written_loses_nothing(client, models, upload, allow_private, settings):
+def test_a_sender_killed_after_the_row_is_written_loses_nothing(client, models, upload, allow_private, settings, user):
     receiver = Receiver().start()
     try:
         batch_id = new_batch(client, upload, receiver.url)
@@ -127,11 +127,14 @@ def test_a_sender_killed_after_the_row_is_written_loses_nothing(client, models, 
         delivery.refresh_from_db()
         assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 1
         assert [r.webhook_id for r in receiver.received] == [delivery.pk]
+        assert event_of(receiver.received[0], webhook_secrets.get_or_create(user).secret)["type"] == "batch.completed"
     finally:
         receiver.stop()
 
 
-def test_a_sender_killed_mid_post_is_replaced_once_its_lease_runs_out(client, models, upload, allow_private, settings):
+def test_a_sender_killed_mid_post_is_replaced_once_its_lease_runs_out(
+    client, models, upload, allow_private, settings, user
+):
     receiver = Receiver().start()
     receiver.replies = [Reply(200, delay=30)]  # the first POST hangs
     hooks = {**FAST, "BATCHSITE_WEBHOOK_TIMEOUT_SECONDS": "2"}  # lease: 2 * 2 + 10 s
@@ -155,12 +158,16 @@ def test_a_sender_killed_mid_post_is_replaced_once_its_lease_runs_out(client, mo
         receiver.stop()
     assert took >= 13, "nobody may send while the dead sender's lease runs"
     assert [r.webhook_id for r in receiver.received] == [delivery.pk, delivery.pk]
+    secret = webhook_secrets.get_or_create(user).secret
+    assert [event_of(r, secret)["id"] for r in receiver.received] == [delivery.event_id] * 2
     assert list(WebhookAttempt.objects.filter(delivery=delivery).values_list("sender", "status_code")) == [
         ("rescuer", 200)
     ]
 
 
-def test_several_senders_share_the_outbox_and_send_each_event_once(client, models, upload, allow_private, settings):
+def test_several_senders_share_the_outbox_and_send_each_event_once(
+    client, models, upload, allow_private, settings, user
+):
     receiver = Receiver().start()
     receiver.default = Reply(200, delay=0.05)
     count = 30
@@ -181,6 +188,8 @@ def test_several_senders_share_the_outbox_and_send_each_event_once(client, model
         receiver.stop()
     ids = [r.webhook_id for r in receiver.received]
     assert len(ids) == count and len(set(ids)) == count, "each event sent once"
+    secret = webhook_secrets.get_or_create(user).secret
+    assert {event_of(r, secret)["type"] for r in receiver.received} == {"batch.failed"}
     assert set(WebhookDelivery.objects.values_list("attempts", flat=True)) == {1}
     per_sender = collections.Counter(WebhookAttempt.objects.values_list("sender", flat=True))
     print("events per sender:", dict(per_sender))
