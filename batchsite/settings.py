@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchsite.env import BASE_DIR, Reader, read_limits, read_worker_settings, secret_key
+from batchsite.env import BASE_DIR, Reader, read_limits, read_webhook_settings, read_worker_settings, secret_key
 
 env = Reader()
 
@@ -25,6 +25,7 @@ CSRF_TRUSTED_ORIGINS = env.items("CSRF_TRUSTED_ORIGINS", ["http://localhost", "h
 
 BATCHSITE = read_limits(env)
 BATCHSITE_WORKER = read_worker_settings(env)
+BATCHSITE_WEBHOOKS = read_webhook_settings(env)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

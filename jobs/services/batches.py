@@ -19,6 +19,7 @@ from jobs.services import files as file_service
 from jobs.services import lifecycle
 from jobs.services.results import finalize
 from jobs.services.validation import ValidationResult, validate_input
+from jobs.services.webhook_urls import check_webhook_url
 
 # Any constant works: it only has to be the same number in every process.
 _QUEUE_LOCK_KEY = 0x62617463  # "batc"
@@ -86,6 +87,8 @@ def check_request(req: BatchRequest) -> None:
             raise InvalidRequest(
                 f"The model {req.model!r} does not serve {req.endpoint}.", param="model", code="model_not_supported"
             )
+    if req.webhook_url:
+        check_webhook_url(req.webhook_url)
 
 
 def check_queue_limits(new_requests: int) -> None:

@@ -35,7 +35,14 @@ OPENAI_FIELDS = {
     "model",
     "usage",
 }
-QUEUE_FIELDS = {"queue_position", "progress_percent", "estimated_completion_time", "started_at", "webhook_url"}
+QUEUE_FIELDS = {
+    "queue_position",
+    "progress_percent",
+    "estimated_completion_time",
+    "started_at",
+    "webhook_url",
+    "webhook_status",
+}
 
 
 def make(client: Any, upload: Any, n: int = 3, **extra: Any) -> dict[str, Any]:
