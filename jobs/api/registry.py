@@ -19,7 +19,8 @@ def model_body(entry: RegisteredModel) -> dict[str, Any]:
         "object": "model",
         "created": unix(entry.created_at),
         "owned_by": "batchsite",
-        "endpoints": entry.endpoints,
+        # batchsite's extension: the batch endpoints (URLs) this model serves.
+        "endpoints": entry.endpoint_urls,
     }
 
 
