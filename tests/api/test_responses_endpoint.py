@@ -83,8 +83,6 @@ def test_an_embeddings_model_cannot_take_a_responses_batch_by_the_upload_shortcu
 
     f = io.BytesIO(jsonl([{"custom_id": "a", "method": "POST", "url": RESPONSES, "body": {"input": "x"}}]))
     f.name = "in.jsonl"
-    response = client.post(
-        "/v1/batches", {"file": f, "model": EMBED_MODEL, "endpoint": RESPONSES}, format="multipart"
-    )
+    response = client.post("/v1/batches", {"file": f, "model": EMBED_MODEL, "endpoint": RESPONSES}, format="multipart")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "model_not_supported"

@@ -99,8 +99,9 @@ def test_a_responses_batch_gives_the_bodies_vllm_serve_gives(
         batch = sdk.batches.create(input_file_id=file.id, endpoint=RESPONSES, completion_window="24h")
         assert batch.status == "in_progress", batch
         done = wait_until(
-            lambda: (b := sdk.batches.retrieve(batch.id)).status in ("completed", "failed", "expired", "cancelled")
-            and b,
+            lambda: (
+                (b := sdk.batches.retrieve(batch.id)).status in ("completed", "failed", "expired", "cancelled") and b
+            ),
             timeout=900,
             what="the responses batch to end",
             every=0.5,
