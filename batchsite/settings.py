@@ -25,6 +25,9 @@ CSRF_TRUSTED_ORIGINS = env.items("CSRF_TRUSTED_ORIGINS", ["http://localhost", "h
 
 BATCHSITE = read_limits(env)
 BATCHSITE_WORKER = read_worker_settings(env)
+# Batch input files expire this long after upload unless the upload says otherwise
+# (OpenAI's default: 30 days); 0 keeps them until deleted.
+BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS = env.integer("BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS", 30 * 86400, minimum=0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -10,9 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs.api.common import cursor_page, int_param, list_body
+from jobs.api.common import bracketed, cursor_page, int_param, list_body
 from jobs.models import Batch
 from jobs.services import batches as batch_service
+from jobs.services import files as file_service
 from jobs.services import scheduling
 from jobs.services.batches import BatchRequest
 from jobs.services.objects import batch_object
@@ -64,6 +65,9 @@ class BatchListApi(APIView):
             metadata=batch_service.check_metadata(data.get("metadata")),
             model=data.get("model"),
             webhook_url=data["webhook_url"],
+            output_expires_after=file_service.parse_expires_after(
+                bracketed(request.data, "output_expires_after"), "output_expires_after"
+            ),
         )
         if "file" in data:
             batch = batch_service.create_batch_from_upload(request.user, data["file"], req)

@@ -13,10 +13,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs.api.common import UnixTimeField, cursor_page, int_param, list_body
+from jobs.api.common import UnixTimeField, bracketed, cursor_page, int_param, list_body
 from jobs.api.errors import ApiError
 from jobs.models import File
 from jobs.services import files as file_service
+from jobs.services.objects import unix
 
 
 class FileOutputSerializer(serializers.ModelSerializer):
@@ -46,8 +47,8 @@ class FileOutputSerializer(serializers.ModelSerializer):
     def get_status(self, obj: File) -> str:
         return "processed"  # files are stored whole before the response is sent
 
-    def get_expires_at(self, obj: File) -> None:
-        return None
+    def get_expires_at(self, obj: File) -> int | None:
+        return unix(obj.expires_at)
 
     def get_status_details(self, obj: File) -> None:
         return None
@@ -65,7 +66,7 @@ class FileListApi(APIView):
         order = params.get("order", "desc")
         if order not in ("asc", "desc"):
             raise ApiError("Invalid 'order': use 'asc' or 'desc'.", param="order", code="invalid_value")
-        queryset = File.objects.owned_by(request.user)
+        queryset = File.objects.owned_by(request.user).live()
         if params.get("purpose"):
             queryset = queryset.filter(purpose=params["purpose"])
         rows, has_more = cursor_page(
@@ -76,8 +77,9 @@ class FileListApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = self.CreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        expires_after = file_service.parse_expires_after(bracketed(request.data, "expires_after"), "expires_after")
         file = file_service.store_upload(
-            request.user, serializer.validated_data["file"], serializer.validated_data["purpose"]
+            request.user, serializer.validated_data["file"], serializer.validated_data["purpose"], expires_after
         )
         return Response(FileOutputSerializer(file).data)
 
