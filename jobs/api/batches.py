@@ -14,6 +14,7 @@ from jobs.api.common import bracketed, cursor_page, int_param, list_body
 from jobs.models import Batch
 from jobs.services import batches as batch_service
 from jobs.services import files as file_service
+from jobs.services import retry as retry_service
 from jobs.services import scheduling
 from jobs.services.batches import BatchRequest
 from jobs.services.objects import batch_object
@@ -84,4 +85,19 @@ class BatchDetailApi(APIView):
 class BatchCancelApi(APIView):
     def post(self, request: Request, batch_id: str) -> Response:
         batch = batch_service.cancel_batch(batch_service.get_batch(request.user, batch_id))
+        return Response(batch_object(batch))
+
+
+class BatchRetryApi(APIView):
+    """batchsite's extension: a new batch of the lines whose results are in the error file."""
+
+    class InputSerializer(serializers.Serializer):
+        # Checked by the service: a ChoiceField's message would echo the raw value,
+        # which the JSON renderer cannot encode when it holds a lone surrogate.
+        filter = serializers.CharField(required=False, default="all")
+
+    def post(self, request: Request, batch_id: str) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        batch = retry_service.retry_batch(request.user, batch_id, serializer.validated_data["filter"])
         return Response(batch_object(batch))

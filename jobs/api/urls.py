@@ -10,6 +10,7 @@ urlpatterns = [
     path("batches", batches.BatchListApi.as_view()),
     path("batches/<str:batch_id>", batches.BatchDetailApi.as_view()),
     path("batches/<str:batch_id>/cancel", batches.BatchCancelApi.as_view()),
+    path("batches/<str:batch_id>/retry", batches.BatchRetryApi.as_view()),
     path("models", registry.ModelListApi.as_view()),
     path("models/<path:model>", registry.ModelDetailApi.as_view()),
     # Anything else under /v1/ is an OpenAI-shaped 404, also with DEBUG on.
