@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
@@ -13,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from jobs.api import schema
 from jobs.api.common import UnixTimeField, bracketed, cursor_page, int_param, list_body
 from jobs.api.errors import ApiError
 from jobs.models import File
@@ -61,6 +63,12 @@ class FileListApi(APIView):
         file = serializers.FileField(allow_empty_file=True)
         purpose = serializers.CharField()
 
+    @extend_schema(
+        operation_id="listFiles",
+        tags=["Files"],
+        parameters=schema.FILE_LIST_PARAMETERS,
+        responses={200: schema.FileList, **schema.errors(400)},
+    )
     def get(self, request: Request) -> Response:
         params = request.query_params
         order = params.get("order", "desc")
@@ -74,6 +82,12 @@ class FileListApi(APIView):
         )
         return Response(list_body(FileOutputSerializer(rows, many=True).data, has_more))
 
+    @extend_schema(
+        operation_id="createFile",
+        tags=["Files"],
+        request=schema.FILE_UPLOAD,
+        responses={200: schema.FileObject, **schema.errors(400, 413)},
+    )
     def post(self, request: Request) -> Response:
         serializer = self.CreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -85,9 +99,15 @@ class FileListApi(APIView):
 
 
 class FileDetailApi(APIView):
+    @extend_schema(
+        operation_id="retrieveFile", tags=["Files"], responses={200: schema.FileObject, **schema.errors(404)}
+    )
     def get(self, request: Request, file_id: str) -> Response:
         return Response(FileOutputSerializer(file_service.get_owned_file(request.user, file_id)).data)
 
+    @extend_schema(
+        operation_id="deleteFile", tags=["Files"], responses={200: schema.FileDeleted, **schema.errors(404, 409)}
+    )
     def delete(self, request: Request, file_id: str) -> Response:
         file = file_service.get_owned_file(request.user, file_id)
         file_service.delete_file(file)
@@ -113,6 +133,7 @@ class FileContentApi(APIView):
     content_negotiation_class = RawContentNegotiation
     renderer_classes = [JSONRenderer]
 
+    @extend_schema(operation_id="downloadFile", tags=["Files"], responses=schema.FILE_CONTENT)
     def get(self, request: Request, file_id: str) -> FileResponse:
         file = file_service.get_owned_file(request.user, file_id)
         return FileResponse(
