@@ -48,6 +48,7 @@ class BatchListApi(APIView):
 
     @extend_schema(
         operation_id="listBatches",
+        summary="List batches",
         tags=["Batches"],
         parameters=schema.BATCH_LIST_PARAMETERS,
         responses={200: schema.BatchList, **schema.errors(400)},
@@ -66,6 +67,7 @@ class BatchListApi(APIView):
 
     @extend_schema(
         operation_id="createBatch",
+        summary="Create a batch",
         tags=["Batches"],
         request=schema.BATCH_CREATE,
         responses={200: schema.BatchObject, **schema.errors(400, 404, 413, 429)},
@@ -95,7 +97,10 @@ class BatchListApi(APIView):
 
 class BatchDetailApi(APIView):
     @extend_schema(
-        operation_id="retrieveBatch", tags=["Batches"], responses={200: schema.BatchObject, **schema.errors(404)}
+        operation_id="retrieveBatch",
+        summary="Retrieve a batch",
+        tags=["Batches"],
+        responses={200: schema.BatchObject, **schema.errors(404)},
     )
     def get(self, request: Request, batch_id: str) -> Response:
         return Response(batch_object(batch_service.get_batch(request.user, batch_id)))
@@ -104,6 +109,7 @@ class BatchDetailApi(APIView):
 class BatchCancelApi(APIView):
     @extend_schema(
         operation_id="cancelBatch",
+        summary="Cancel a batch",
         tags=["Batches"],
         request=None,
         responses={200: schema.BatchObject, **schema.errors(404, 409)},
@@ -123,6 +129,7 @@ class BatchRetryApi(APIView):
 
     @extend_schema(
         operation_id="retryBatch",
+        summary="Retry a batch's failed lines",
         tags=["Batches"],
         request=schema.BATCH_RETRY,
         responses={200: schema.BatchObject, **schema.errors(400, 404, 409, 429)},

@@ -65,6 +65,7 @@ class FileListApi(APIView):
 
     @extend_schema(
         operation_id="listFiles",
+        summary="List files",
         tags=["Files"],
         parameters=schema.FILE_LIST_PARAMETERS,
         responses={200: schema.FileList, **schema.errors(400)},
@@ -84,6 +85,7 @@ class FileListApi(APIView):
 
     @extend_schema(
         operation_id="createFile",
+        summary="Upload a file",
         tags=["Files"],
         request=schema.FILE_UPLOAD,
         responses={200: schema.FileObject, **schema.errors(400, 413)},
@@ -100,13 +102,19 @@ class FileListApi(APIView):
 
 class FileDetailApi(APIView):
     @extend_schema(
-        operation_id="retrieveFile", tags=["Files"], responses={200: schema.FileObject, **schema.errors(404)}
+        operation_id="retrieveFile",
+        summary="Retrieve a file",
+        tags=["Files"],
+        responses={200: schema.FileObject, **schema.errors(404)},
     )
     def get(self, request: Request, file_id: str) -> Response:
         return Response(FileOutputSerializer(file_service.get_owned_file(request.user, file_id)).data)
 
     @extend_schema(
-        operation_id="deleteFile", tags=["Files"], responses={200: schema.FileDeleted, **schema.errors(404, 409)}
+        operation_id="deleteFile",
+        summary="Delete a file",
+        tags=["Files"],
+        responses={200: schema.FileDeleted, **schema.errors(404, 409)},
     )
     def delete(self, request: Request, file_id: str) -> Response:
         file = file_service.get_owned_file(request.user, file_id)
@@ -133,7 +141,9 @@ class FileContentApi(APIView):
     content_negotiation_class = RawContentNegotiation
     renderer_classes = [JSONRenderer]
 
-    @extend_schema(operation_id="downloadFile", tags=["Files"], responses=schema.FILE_CONTENT)
+    @extend_schema(
+        operation_id="downloadFile", summary="Download a file's content", tags=["Files"], responses=schema.FILE_CONTENT
+    )
     def get(self, request: Request, file_id: str) -> FileResponse:
         file = file_service.get_owned_file(request.user, file_id)
         return FileResponse(

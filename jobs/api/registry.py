@@ -27,14 +27,22 @@ def model_body(entry: RegisteredModel) -> dict[str, Any]:
 
 
 class ModelListApi(APIView):
-    @extend_schema(operation_id="listModels", tags=["Models"], responses={200: schema.ModelList, **schema.errors()})
+    @extend_schema(
+        operation_id="listModels",
+        summary="List models",
+        tags=["Models"],
+        responses={200: schema.ModelList, **schema.errors()},
+    )
     def get(self, request: Request) -> Response:
         return Response({"object": "list", "data": [model_body(m) for m in RegisteredModel.objects.enabled()]})
 
 
 class ModelDetailApi(APIView):
     @extend_schema(
-        operation_id="retrieveModel", tags=["Models"], responses={200: schema.ModelObject, **schema.errors(404)}
+        operation_id="retrieveModel",
+        summary="Retrieve a model",
+        tags=["Models"],
+        responses={200: schema.ModelObject, **schema.errors(404)},
     )
     def get(self, request: Request, model: str) -> Response:
         entry = RegisteredModel.objects.enabled().filter(name=model).first()
