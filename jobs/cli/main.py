@@ -22,6 +22,8 @@ from jobs.cli import progress
 from jobs.cli.progress import INTERRUPTED, NOT_COMPLETED, OK, TERMINAL
 
 RETRY_FILTERS = ("all", "failed", "cancelled", "expired")
+# How the user ran us (bin/batchsite sets it), for the commands we suggest.
+PROG = os.environ.get("BATCHSITE_PROG") or "batchsite"
 
 
 def say(message: str) -> None:
@@ -135,7 +137,7 @@ def follow(client: Any, batch: Any, args: argparse.Namespace) -> int:
         return report_end(client, batch, args)
     say(f"batch {batch.id}: {progress.describe(batch)}")
     if not args.wait:
-        say(f"follow it with: batchsite wait {batch.id}")
+        say(f"follow it with: {PROG} wait {batch.id}")
         return OK
     return wait_and_download(client, batch.id, args)
 
@@ -147,7 +149,7 @@ def wait_and_download(client: Any, batch_id: str, args: argparse.Namespace) -> i
     except KeyboardInterrupt:
         say(
             f"\nStopped waiting; batch {batch_id} keeps running on the server.\n"
-            f"Resume with: batchsite wait {batch_id}   (or stop it: batchsite cancel {batch_id})"
+            f"Resume with: {PROG} wait {batch_id}   (or stop it: {PROG} cancel {batch_id})"
         )
         return INTERRUPTED
     return report_end(client, batch, args)
@@ -246,7 +248,7 @@ def add_wait_options(parser: argparse.ArgumentParser, wait_flag: bool = True) ->
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="batchsite",
+        prog=PROG,
         description="Submit and follow OpenAI-style batches on batchsite (or OpenAI).",
         epilog="Exit status: 0 done, 1 the batch did not complete or the server refused, "
         "2 bad arguments, 130 interrupted (the batch keeps running).",

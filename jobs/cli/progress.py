@@ -51,10 +51,10 @@ def wait(client: Any, batch_id: str, poll: float, out: Any = None) -> Any:
     bar = tqdm(
         total=batch.request_counts.total if batch.request_counts else None,
         unit="req",
-        desc=batch_id[-12:],
         file=out or sys.stderr,
         dynamic_ncols=True,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}] {postfix}",
+        # tqdm puts ", " before the postfix itself.
+        bar_format="{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}]{postfix}",
     )
     try:
         while True:

@@ -76,7 +76,7 @@ def test_ctrl_c_during_wait_leaves_the_batch_running(cli, stack, tmp_path):
         assert proc.wait(timeout=30) == 130
         reader.join(timeout=10)
         text = "".join(stderr)
-        assert f"Resume with: batchsite wait {batch_id}" in text, text
+        assert "Resume with: " in text and f"batchsite wait {batch_id}" in text, text
         assert "Traceback" not in text
         batch = Batch.objects.get(pk=batch_id)
         assert batch.status == "in_progress" and batch.cancelling_at is None
