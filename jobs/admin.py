@@ -67,7 +67,7 @@ class ChunkAdmin(admin.ModelAdmin):
 
 @admin.register(File)
 class FileAdmin(admin.ModelAdmin):
-    list_display = ["id", "filename", "purpose", "bytes", "owner", "created_at"]
+    list_display = ["id", "filename", "purpose", "bytes", "owner", "created_at", "expires_at"]
     list_filter = ["purpose"]
     search_fields = ["id", "filename", "owner__username"]
     readonly_fields = ["id", "storage_name", "bytes", "created_at"]

@@ -1,4 +1,4 @@
-"""Periodic jobs that keep the service moving when nobody is looking: sending webhooks, and more.
+"""Periodic jobs that keep the service moving when nobody is looking: webhooks, retention, and more.
 
 A ``Housekeeper`` runs a list of ``Job``s, each at its own interval, in one
 thread. It runs in every worker process (a daemon thread, started by
@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.db.utils import InterfaceError, OperationalError
 
+from jobs.services import retention
 from jobs.webhooks.sender import Sender
 
 log = logging.getLogger("batchsite.housekeeper")
@@ -38,6 +39,8 @@ def standard_jobs(owner: str, stopping: threading.Event) -> list[Job]:
     """Every periodic job. ``owner`` names this process in leases; long jobs stop early once ``stopping`` is set."""
     return [
         Job("send webhooks", settings.BATCHSITE_WEBHOOKS.poll_seconds, Sender(owner, stopping).send_due),
+        # Deleting is idempotent (a row or file another process deleted first is no error).
+        Job("delete expired files", 60.0, retention.delete_expired_files),
     ]
 
 

@@ -128,7 +128,7 @@ def test_shortcut_with_an_unknown_model_is_a_404_naming_model(client, models):
     "change, param",
     [
         ({"completion_window": "1h"}, "completion_window"),
-        ({"endpoint": "/v1/responses"}, "endpoint"),
+        ({"endpoint": "/v1/moderations"}, "endpoint"),
         ({"metadata": {"k": 1}}, "metadata"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"input_file_id": None}, "input_file_id"),
