@@ -8,6 +8,7 @@ one that refuses to start.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,10 @@ class Reader:
             return parse(value)
         except (ValueError, TypeError) as exc:
             raise EnvError(f"{name}={value!r} is not valid: expected {expected} ({exc})") from None
+
+    def parsed(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+        """A value in a format of its own; ``parse`` raises ValueError to refuse it."""
+        return self._parse(name, default, parse, expected)
 
     def text(self, name: str, default: str) -> str:
         return self._parse(name, default, lambda v: v, "a string")
@@ -166,6 +171,70 @@ def read_worker_settings(reader: Reader) -> WorkerSettings:
         shutdown_grace_seconds=reader.number("BATCHSITE_SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0),
         poll_seconds=reader.number("BATCHSITE_POLL_SECONDS", 1.0, minimum=0.05),
         progress_seconds=reader.number("BATCHSITE_PROGRESS_SECONDS", 2.0, minimum=0.1),
+    )
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_DURATION_SECONDS = 365 * 86400.0
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``30``, ``5s``, ``5m``, ``2h`` or ``3d`` (fractions allowed: ``0.5s``); more than zero."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:], None)
+    number = value[:-1] if unit is not None else value
+    seconds = float(number) * (unit or 1.0)
+    if not 0 < seconds <= MAX_DURATION_SECONDS:
+        raise ValueError(f"{text!r} must be a duration such as 5s, 5m, 2h or 3d, more than 0 and at most 365d")
+    return seconds
+
+
+# OpenAI's and Standard Webhooks' schedule; the last step repeats until retry_for runs out.
+DEFAULT_WEBHOOK_BACKOFF = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    allow_private: bool
+    allowed_networks: tuple[Network, ...]
+    # Delay before the 2nd, 3rd, ... attempt; the last one repeats until retry_for runs out.
+    backoff: tuple[float, ...]
+    retry_for: float
+    timeout_seconds: float
+    poll_seconds: float
+
+    @property
+    def lease_seconds(self) -> float:
+        # A sender that claimed a delivery owns it for this long. An attempt is
+        # cut off after timeout_seconds, so a claim still held past twice that
+        # (plus room for the database) belongs to a sender that died.
+        return 2 * self.timeout_seconds + 10
+
+
+def read_webhook_settings(reader: Reader) -> WebhookSettings:
+    def networks(value: str) -> tuple[Network, ...]:
+        # strict: "10.0.0.1/8" (host bits set) is a typo for a network, not a network.
+        return tuple(ipaddress.ip_network(item.strip(), strict=True) for item in value.split(",") if item.strip())
+
+    def durations(value: str) -> tuple[float, ...]:
+        steps = tuple(parse_duration(item) for item in value.split(",") if item.strip())
+        if not steps:
+            raise ValueError("the list is empty")
+        return steps
+
+    return WebhookSettings(
+        allow_private=reader.flag("BATCHSITE_WEBHOOK_ALLOW_PRIVATE", False),
+        allowed_networks=reader.parsed(
+            "BATCHSITE_WEBHOOK_ALLOWED_NETWORKS", (), networks, "comma-separated networks such as 10.0.0.0/8"
+        ),
+        backoff=reader.parsed(
+            "BATCHSITE_WEBHOOK_BACKOFF", DEFAULT_WEBHOOK_BACKOFF, durations, "comma-separated durations (5s,5m,2h)"
+        ),
+        retry_for=reader.parsed("BATCHSITE_WEBHOOK_RETRY_FOR", 72 * 3600.0, parse_duration, "a duration (72h)"),
+        timeout_seconds=reader.number("BATCHSITE_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        poll_seconds=reader.number("BATCHSITE_WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from batchsite.env import BASE_DIR, Reader, read_limits, read_worker_settings, secret_key
+from batchsite.env import BASE_DIR, Reader, read_limits, read_webhook_settings, read_worker_settings, secret_key
 
 env = Reader()
 
@@ -26,6 +26,10 @@ CSRF_TRUSTED_ORIGINS = env.items("CSRF_TRUSTED_ORIGINS", ["http://localhost", "h
 
 BATCHSITE = read_limits(env)
 BATCHSITE_WORKER = read_worker_settings(env)
+BATCHSITE_WEBHOOKS = read_webhook_settings(env)
+# Batch input files expire this long after upload unless the upload says otherwise
+# (OpenAI's default: 30 days); 0 keeps them until deleted.
+BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS = env.integer("BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS", 30 * 86400, minimum=0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -37,6 +41,9 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "axes",
+    "drf_spectacular",
+    # Redoc and Swagger UI served from our own static files: the service runs offline.
+    "drf_spectacular_sidecar",
     "jobs",
 ]
 
@@ -156,6 +163,39 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI schema at /v1/openapi.json (jobs/api/schema.py describes the objects).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "batchsite API",
+    "DESCRIPTION": (
+        "An OpenAI-compatible Files + Batches API for offline LLM inference. Objects are OpenAI's; "
+        "fields and operations marked `x-batchsite-extension` are batchsite's own additions."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/v1",
+    "SCHEMA_PATH_PREFIX_TRIM": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "AUTHENTICATION_WHITELIST": ["jobs.api.auth.ApiKeyAuthentication"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "jobs.api.schema.mark_extensions",
+        "jobs.api.schema.add_links",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "BatchStatusEnum": "jobs.models.batches.BatchStatus",
+        # The constant ``object`` field of each OpenAI object.
+        "ListObjectEnum": ["list"],
+        "FileObjectEnum": ["file"],
+        "BatchObjectEnum": ["batch"],
+        "ModelObjectEnum": ["model"],
+    },
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
 }
 
 LOGGING = {

@@ -6,7 +6,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from jobs.models import ApiKey, Batch, Chunk, File, RegisteredModel, Worker
+from jobs.models import ApiKey, Batch, Chunk, File, RegisteredModel, WebhookAttempt, WebhookDelivery, Worker
+from jobs.webhooks import outbox
 
 CHUNK_FIELDS = (
     "index",
@@ -66,7 +67,7 @@ class ChunkAdmin(admin.ModelAdmin):
 
 @admin.register(File)
 class FileAdmin(admin.ModelAdmin):
-    list_display = ["id", "filename", "purpose", "bytes", "owner", "created_at"]
+    list_display = ["id", "filename", "purpose", "bytes", "owner", "created_at", "expires_at"]
     list_filter = ["purpose"]
     search_fields = ["id", "filename", "owner__username"]
     readonly_fields = ["id", "storage_name", "bytes", "created_at"]
@@ -101,3 +102,56 @@ class ApiKeyAdmin(admin.ModelAdmin):
             self.message_user(request, f"New API key (shown once, copy it now): {raw}", messages.SUCCESS)
             return
         super().save_model(request, obj, form, change)
+
+
+ATTEMPT_FIELDS = ("number", "started_at", "duration_ms", "status_code", "error", "response", "sender")
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    extra = 0
+    can_delete = False
+    fields = ATTEMPT_FIELDS
+    readonly_fields = ATTEMPT_FIELDS
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The outbox: every event, where it goes, how its attempts went. Nothing to edit; "redeliver now" acts."""
+
+    list_display = ["id", "event_type", "batch", "status", "attempts", "last_status_code", "next_attempt_at", "url"]
+    list_filter = ["status", "event_type"]
+    search_fields = ["id", "event_id", "batch__id", "url", "batch__owner__username"]
+    date_hierarchy = "created_at"
+    inlines = [WebhookAttemptInline]
+    actions = ["redeliver_now"]
+    fields = (
+        "id",
+        "event_id",
+        "event_type",
+        "batch",
+        "url",
+        "status",
+        "attempts",
+        "created_at",
+        "next_attempt_at",
+        "give_up_at",
+        "delivered_at",
+        "last_status_code",
+        "last_error",
+        "leased_by",
+        "leased_until",
+        "body",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # events come from batches ending, never by hand
+
+    @admin.action(description="Redeliver now", permissions=["change"])
+    def redeliver_now(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        count = outbox.redeliver(list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} event(s) will be sent again within seconds.", messages.SUCCESS)

@@ -20,6 +20,7 @@ from django.db.utils import InterfaceError, OperationalError
 
 from jobs.engine.base import Engine, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
 from jobs.engine.devices import device_stats
+from jobs.housekeeper import Housekeeper
 from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id
 from jobs.services import lifecycle, queue, results
@@ -87,6 +88,9 @@ class GpuWorker:
         log.info("worker %s started (pid %d, device %s)", self.id, os.getpid(), self.device or "-")
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
+        # Webhooks (and the other periodic jobs) go out from every worker.
+        keeper = Housekeeper(self.id)
+        keeper.start()
         backoff = 1.0
         try:
             while not self.stopping.is_set():
@@ -113,6 +117,8 @@ class GpuWorker:
             self.engine.unload()
             self._beat_stop.set()
             beat.join(timeout=10)
+            # A send cut short here is sent again by another process once its lease ends.
+            keeper.stop(timeout=5)
             queue.stop_worker(self.id)
             log.info("worker %s stopped", self.id)
         return 0

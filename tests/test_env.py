@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
         ("BATCHSITE_CHUNK_SIZE", "0"),
         ("BATCHSITE_MAX_UPLOAD_BYTES", "-1"),
         ("BATCHSITE_COMPLETION_WINDOWS", "tomorrow"),
+        ("BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS", "30d"),
+        ("BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS", "-1"),
         ("ALLOWED_HOSTS", ","),
     ],
 )

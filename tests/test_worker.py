@@ -124,46 +124,6 @@ def test_an_expired_batch_writes_batch_expired_errors_for_lines_that_never_ran(c
     assert all(e["response"] is None for e in errors)
 
 
-def test_the_webhook_gets_the_finished_batch(client, models, upload):
-    import http.server
-    import threading
-
-    received: list[dict[str, Any]] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        from django.core.files.uploadedfile import SimpleUploadedFile
-
-        upload_file = SimpleUploadedFile("in.jsonl", jsonl([chat_line(i) for i in range(3)]))
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        batch = client.post(
-            "/v1/batches", {"file": upload_file, "model": CHAT_MODEL, "webhook_url": url}, format="multipart"
-        ).json()
-        drain()
-        import time
-
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        server.shutdown()
-    assert len(received) == 1
-    event = received[0]
-    assert event["object"] == "event" and event["type"] == "batch.completed"
-    assert event["data"]["id"] == batch["id"] and event["data"]["status"] == "completed"
-    assert event["data"]["output_file_id"]
-
-
 def test_the_queue_stays_fifo_across_models_even_when_that_costs_a_swap(client, models, upload):
     RegisteredModel.objects.create(name="other", source="/x", endpoints=["chat"])
     ids = [

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs.api.common import cursor_page, int_param, list_body
+from jobs.api import schema
+from jobs.api.common import bracketed, cursor_page, int_param, list_body
 from jobs.models import Batch
 from jobs.services import batches as batch_service
+from jobs.services import files as file_service
+from jobs.services import retry as retry_service
 from jobs.services import scheduling
 from jobs.services.batches import BatchRequest
 from jobs.services.objects import batch_object
@@ -28,7 +32,8 @@ class BatchListApi(APIView):
         model = serializers.CharField(required=False)
         completion_window = serializers.CharField(required=False, default="24h")
         metadata = serializers.JSONField(required=False, allow_null=True)
-        webhook_url = serializers.URLField(required=False, allow_blank=True, default="")
+        # Checked by the service (jobs/services/webhook_urls.py), which says why a URL is refused.
+        webhook_url = serializers.CharField(required=False, allow_blank=True, default="")
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             has_id, has_file = "input_file_id" in attrs, "file" in attrs
@@ -42,10 +47,17 @@ class BatchListApi(APIView):
                 raise serializers.ValidationError({"model": "This field is required with file."})
             return attrs
 
+    @extend_schema(
+        operation_id="listBatches",
+        summary="List batches",
+        tags=["Batches"],
+        parameters=schema.BATCH_LIST_PARAMETERS,
+        responses={200: schema.BatchList, **schema.errors(400)},
+    )
     def get(self, request: Request) -> Response:
         params = request.query_params
         rows, has_more = cursor_page(
-            Batch.objects.owned_by(request.user),
+            Batch.objects.owned_by(request.user).select_related("webhook_delivery"),
             params.get("after"),
             int_param(params, "limit", 20, 1, 100),
             True,
@@ -54,6 +66,15 @@ class BatchListApi(APIView):
         positions = scheduling.queue_positions()
         return Response(list_body([batch_object(batch, positions) for batch in rows], has_more))
 
+    @extend_schema(
+        operation_id="createBatch",
+        summary="Create a batch",
+        tags=["Batches"],
+        request=schema.BATCH_CREATE,
+        responses={200: schema.BatchObject, **schema.errors(400, 404, 413, 429)},
+        description="Validates the input file in the same call: the batch is in_progress (queued) or failed "
+        "(with its line errors), never validating.",
+    )
     def post(self, request: Request) -> Response:
         serializer = self.CreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -64,6 +85,9 @@ class BatchListApi(APIView):
             metadata=batch_service.check_metadata(data.get("metadata")),
             model=data.get("model"),
             webhook_url=data["webhook_url"],
+            output_expires_after=file_service.parse_expires_after(
+                bracketed(request.data, "output_expires_after"), "output_expires_after"
+            ),
         )
         if "file" in data:
             batch = batch_service.create_batch_from_upload(request.user, data["file"], req)
@@ -73,11 +97,49 @@ class BatchListApi(APIView):
 
 
 class BatchDetailApi(APIView):
+    @extend_schema(
+        operation_id="retrieveBatch",
+        summary="Retrieve a batch",
+        tags=["Batches"],
+        responses={200: schema.BatchObject, **schema.errors(404)},
+    )
     def get(self, request: Request, batch_id: str) -> Response:
         return Response(batch_object(batch_service.get_batch(request.user, batch_id)))
 
 
 class BatchCancelApi(APIView):
+    @extend_schema(
+        operation_id="cancelBatch",
+        summary="Cancel a batch",
+        tags=["Batches"],
+        request=None,
+        responses={200: schema.BatchObject, **schema.errors(404, 409)},
+    )
     def post(self, request: Request, batch_id: str) -> Response:
         batch = batch_service.cancel_batch(batch_service.get_batch(request.user, batch_id))
+        return Response(batch_object(batch))
+
+
+class BatchRetryApi(APIView):
+    """batchsite's extension: a new batch of the lines whose results are in the error file."""
+
+    class InputSerializer(serializers.Serializer):
+        # Checked by the service: a ChoiceField's message would echo the raw value,
+        # which the JSON renderer cannot encode when it holds a lone surrogate.
+        filter = serializers.CharField(required=False, default="all")
+
+    @extend_schema(
+        operation_id="retryBatch",
+        summary="Retry a batch's failed lines",
+        tags=["Batches"],
+        request=schema.BATCH_RETRY,
+        responses={200: schema.BatchObject, **schema.errors(400, 404, 409, 429)},
+        description="batchsite extension: a new batch of exactly the input lines whose results are in this "
+        "finished batch's error file, with metadata.retry_of set.",
+        extensions={"x-batchsite-extension": True},
+    )
+    def post(self, request: Request, batch_id: str) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        batch = retry_service.retry_batch(request.user, batch_id, serializer.validated_data["filter"])
         return Response(batch_object(batch))

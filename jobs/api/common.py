@@ -23,6 +23,16 @@ class UnixTimeField(serializers.Field):
         return unix(value)
 
 
+def bracketed(data: Any, name: str) -> Any:
+    """An object field from JSON (``name: {...}``) or from a form, where the openai SDK
+    sends it as ``name[key]=value`` fields; None when absent."""
+    if name in data:
+        return data.get(name)
+    prefix = name + "["
+    fields = {key[len(prefix) : -1]: data.get(key) for key in data if key.startswith(prefix) and key.endswith("]")}
+    return fields or None
+
+
 def int_param(params: Any, name: str, default: int, low: int, high: int) -> int:
     raw = params.get(name)
     if raw in (None, ""):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
@@ -13,10 +14,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs.api.common import UnixTimeField, cursor_page, int_param, list_body
+from jobs.api import schema
+from jobs.api.common import UnixTimeField, bracketed, cursor_page, int_param, list_body
 from jobs.api.errors import ApiError
 from jobs.models import File
 from jobs.services import files as file_service
+from jobs.services.objects import unix
 
 
 class FileOutputSerializer(serializers.ModelSerializer):
@@ -46,8 +49,8 @@ class FileOutputSerializer(serializers.ModelSerializer):
     def get_status(self, obj: File) -> str:
         return "processed"  # files are stored whole before the response is sent
 
-    def get_expires_at(self, obj: File) -> None:
-        return None
+    def get_expires_at(self, obj: File) -> int | None:
+        return unix(obj.expires_at)
 
     def get_status_details(self, obj: File) -> None:
         return None
@@ -60,12 +63,19 @@ class FileListApi(APIView):
         file = serializers.FileField(allow_empty_file=True)
         purpose = serializers.CharField()
 
+    @extend_schema(
+        operation_id="listFiles",
+        summary="List files",
+        tags=["Files"],
+        parameters=schema.FILE_LIST_PARAMETERS,
+        responses={200: schema.FileList, **schema.errors(400)},
+    )
     def get(self, request: Request) -> Response:
         params = request.query_params
         order = params.get("order", "desc")
         if order not in ("asc", "desc"):
             raise ApiError("Invalid 'order': use 'asc' or 'desc'.", param="order", code="invalid_value")
-        queryset = File.objects.owned_by(request.user)
+        queryset = File.objects.owned_by(request.user).live()
         if params.get("purpose"):
             queryset = queryset.filter(purpose=params["purpose"])
         rows, has_more = cursor_page(
@@ -73,19 +83,39 @@ class FileListApi(APIView):
         )
         return Response(list_body(FileOutputSerializer(rows, many=True).data, has_more))
 
+    @extend_schema(
+        operation_id="createFile",
+        summary="Upload a file",
+        tags=["Files"],
+        request=schema.FILE_UPLOAD,
+        responses={200: schema.FileObject, **schema.errors(400, 413)},
+    )
     def post(self, request: Request) -> Response:
         serializer = self.CreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        expires_after = file_service.parse_expires_after(bracketed(request.data, "expires_after"), "expires_after")
         file = file_service.store_upload(
-            request.user, serializer.validated_data["file"], serializer.validated_data["purpose"]
+            request.user, serializer.validated_data["file"], serializer.validated_data["purpose"], expires_after
         )
         return Response(FileOutputSerializer(file).data)
 
 
 class FileDetailApi(APIView):
+    @extend_schema(
+        operation_id="retrieveFile",
+        summary="Retrieve a file",
+        tags=["Files"],
+        responses={200: schema.FileObject, **schema.errors(404)},
+    )
     def get(self, request: Request, file_id: str) -> Response:
         return Response(FileOutputSerializer(file_service.get_owned_file(request.user, file_id)).data)
 
+    @extend_schema(
+        operation_id="deleteFile",
+        summary="Delete a file",
+        tags=["Files"],
+        responses={200: schema.FileDeleted, **schema.errors(404, 409)},
+    )
     def delete(self, request: Request, file_id: str) -> Response:
         file = file_service.get_owned_file(request.user, file_id)
         file_service.delete_file(file)
@@ -111,6 +141,9 @@ class FileContentApi(APIView):
     content_negotiation_class = RawContentNegotiation
     renderer_classes = [JSONRenderer]
 
+    @extend_schema(
+        operation_id="downloadFile", summary="Download a file's content", tags=["Files"], responses=schema.FILE_CONTENT
+    )
     def get(self, request: Request, file_id: str) -> FileResponse:
         file = file_service.get_owned_file(request.user, file_id)
         return FileResponse(

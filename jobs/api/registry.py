@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from jobs.api import schema
 from jobs.api.errors import ApiError
 from jobs.models import RegisteredModel
 from jobs.services.objects import unix
@@ -20,16 +22,29 @@ def model_body(entry: RegisteredModel) -> dict[str, Any]:
         "object": "model",
         "created": unix(entry.created_at),
         "owned_by": "batchsite",
-        "endpoints": entry.endpoints,
+        # batchsite's extension: the batch endpoints (URLs) this model serves.
+        "endpoints": entry.endpoint_urls,
     }
 
 
 class ModelListApi(APIView):
+    @extend_schema(
+        operation_id="listModels",
+        summary="List models",
+        tags=["Models"],
+        responses={200: schema.ModelList, **schema.errors()},
+    )
     def get(self, request: Request) -> Response:
         return Response({"object": "list", "data": [model_body(m) for m in enabled_models()]})
 
 
 class ModelDetailApi(APIView):
+    @extend_schema(
+        operation_id="retrieveModel",
+        summary="Retrieve a model",
+        tags=["Models"],
+        responses={200: schema.ModelObject, **schema.errors(404)},
+    )
     def get(self, request: Request, model: str) -> Response:
         entry = RegisteredModel.objects.enabled().filter(name=model).first()
         if entry is None:

@@ -18,14 +18,14 @@ class ModelSpec:
 
     name: str  # API name; the ``model`` field of every response body
     source: str  # local path or hub id
-    endpoints: tuple[str, ...]  # "chat", "completions", "embeddings"
+    endpoints: tuple[str, ...]  # "chat" (chat completions and responses), "completions", "embeddings"
     engine_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class EngineRequest:
     custom_id: str
-    url: str  # "/v1/chat/completions", "/v1/completions" or "/v1/embeddings"
+    url: str  # "/v1/chat/completions", "/v1/completions", "/v1/embeddings" or "/v1/responses"
     body: dict[str, Any]
     tag: Any = None  # opaque to the engine, returned on the result (the worker's chunk)
 

@@ -33,6 +33,8 @@ DEAD = object()
 CHAT_URL = "/v1/chat/completions"
 COMPLETIONS_URL = "/v1/completions"
 EMBEDDINGS_URL = "/v1/embeddings"
+RESPONSES_URL = "/v1/responses"
+URLS = (CHAT_URL, COMPLETIONS_URL, EMBEDDINGS_URL, RESPONSES_URL)
 
 
 def error_body(exc: BaseException | str, status: int | None = None) -> tuple[int, dict[str, Any]]:
@@ -52,11 +54,12 @@ def error_body(exc: BaseException | str, status: int | None = None) -> tuple[int
 
 
 def _usage(body: dict[str, Any]) -> dict[str, int] | None:
+    """Token counts in chat's names; a Responses body counts input/output tokens instead."""
     usage = body.get("usage")
     if not isinstance(usage, dict):
         return None
-    prompt = int(usage.get("prompt_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
+    prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -104,6 +107,11 @@ class LoadedServing:
     def _route(self, url: str) -> tuple[Any, Any, str] | None:
         """(validator, handler, what) for a URL, as vllm serve's routers wire them."""
         st = self.state
+        if url == RESPONSES_URL:
+            from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
+
+            handler = getattr(st, "openai_serving_responses", None)
+            return ResponsesRequest, handler and handler.create_responses, "Responses API"
         if url == CHAT_URL:
             from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
@@ -159,9 +167,7 @@ class LoadedServing:
 
         route = self._route(request.url)
         if route is None:
-            return error_body(
-                f"Unsupported URL {request.url}: use {CHAT_URL}, {COMPLETIONS_URL} or {EMBEDDINGS_URL}", 404
-            )
+            return error_body(f"Unsupported URL {request.url}: use one of {', '.join(URLS)}", 404)
         model, handler, what = route
         try:
             parsed = self._validator(request.url, model).validate_python(request.body)
@@ -173,6 +179,15 @@ class LoadedServing:
         if getattr(parsed, "stream", False):
             # A batch line has nowhere to stream to; run_batch refuses it too.
             return error_body("Request must not be sent in stream mode", 400)
+        if request.url == RESPONSES_URL:
+            if parsed.background:
+                # A background response is only a "queued" stub whose result is kept
+                # in this process's memory: nothing a batch line could return.
+                return error_body("Request must not be sent in background mode", 400)
+            # vllm serve ignores store unless VLLM_ENABLE_RESPONSES_API_STORE is set, and
+            # then keeps every response in memory for good; a worker that runs millions
+            # of lines must not, and a batch line has no later request to read it back.
+            parsed.store = False
         try:
             response = await handler(parsed)
         except Exception as exc:
@@ -185,7 +200,8 @@ class LoadedServing:
             return int(response.status_code), json.loads(bytes(response.body))
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
-        body = response.model_dump(mode="json")
+        # The Responses router dumps by alias (its models rename fields); the others do not.
+        body = response.model_dump(mode="json", by_alias=request.url == RESPONSES_URL)
         if isinstance(response, ErrorResponse):
             return int(response.error.code), body
         if not isinstance(body, dict) or "object" not in body:

@@ -9,6 +9,7 @@ from jobs.models.batches import (
 from jobs.models.files import File, FilePurpose
 from jobs.models.keys import ApiKey
 from jobs.models.registry import ENDPOINT_KINDS, RegisteredModel
+from jobs.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSecret
 from jobs.models.workers import Worker, WorkerState
 
 __all__ = [
@@ -20,9 +21,13 @@ __all__ = [
     "BatchStatus",
     "Chunk",
     "ChunkStatus",
+    "DeliveryStatus",
     "File",
     "FilePurpose",
     "RegisteredModel",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookSecret",
     "Worker",
     "WorkerState",
 ]

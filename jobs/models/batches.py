@@ -68,7 +68,10 @@ class Batch(models.Model):
     errors = models.JSONField(null=True, blank=True)
     metadata = models.JSONField(null=True, blank=True)
     usage = models.JSONField(null=True, blank=True)
-    webhook_url = models.URLField(max_length=2000, blank=True)
+    webhook_url = models.URLField(max_length=2048, blank=True)
+    # OpenAI's output_expires_after: the output and error files expire this many
+    # seconds after they are created. None: they are kept until deleted.
+    output_expires_after = models.IntegerField(null=True, blank=True)
     # The worker assembling the output; another takes over if it goes silent.
     finalizer = models.ForeignKey("jobs.Worker", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 

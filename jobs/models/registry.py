@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from django.db import models
 
-# The batch endpoints a model can serve, keyed by OpenAI URL.
+# The batch endpoints, keyed by OpenAI URL, and the kind of model that serves each.
+# A chat model serves /v1/responses too: vLLM builds its Responses handler for
+# every generating model, beside the chat handler, from the same chat template.
 ENDPOINT_KINDS = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
+    "/v1/responses": "chat",
 }
 
 
@@ -35,3 +38,8 @@ class RegisteredModel(models.Model):
 
     def serves(self, endpoint: str) -> bool:
         return ENDPOINT_KINDS.get(endpoint) in self.endpoints
+
+    @property
+    def endpoint_urls(self) -> list[str]:
+        """The batch endpoints this model serves, as URLs (what /v1/models lists)."""
+        return [url for url, kind in ENDPOINT_KINDS.items() if kind in self.endpoints]

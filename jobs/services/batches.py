@@ -19,6 +19,7 @@ from jobs.services import files as file_service
 from jobs.services import lifecycle
 from jobs.services.results import finalize
 from jobs.services.validation import ValidationResult, validate_input
+from jobs.services.webhook_urls import check_webhook_url
 
 # Any constant works: it only has to be the same number in every process.
 _QUEUE_LOCK_KEY = 0x62617463  # "batc"
@@ -31,6 +32,8 @@ class BatchRequest:
     metadata: dict[str, str] | None = None
     model: str | None = None
     webhook_url: str = ""
+    # Seconds after which the output and error files expire (OpenAI's output_expires_after).
+    output_expires_after: int | None = None
 
 
 def check_metadata(metadata: Any) -> dict[str, str] | None:
@@ -86,6 +89,8 @@ def check_request(req: BatchRequest) -> None:
             raise InvalidRequest(
                 f"The model {req.model!r} does not serve {req.endpoint}.", param="model", code="model_not_supported"
             )
+    if req.webhook_url:
+        check_webhook_url(req.webhook_url)
 
 
 def check_queue_limits(new_requests: int) -> None:
@@ -147,6 +152,7 @@ def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
         completion_window=req.completion_window,
         metadata=req.metadata,
         webhook_url=req.webhook_url,
+        output_expires_after=req.output_expires_after,
         created_at=now,
         endpoint=result.endpoint or req.endpoint or "",
         model=result.model or req.model or "",
@@ -157,6 +163,12 @@ def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
         return lifecycle.create_failed(errors=result.errors_object(settings.BATCHSITE.max_validation_errors), **fields)
     with transaction.atomic():
         _lock_queue()
+        # Validation read the file outside any transaction; it may have been deleted
+        # (or expired and swept) since. Locking its row orders this against
+        # files.delete_file, which locks it too: the batch exists before the file
+        # can go, or the file is gone and no batch points at it.
+        if not File.objects.select_for_update().filter(pk=input_file.pk).exists():
+            raise not_found("file", input_file.id, "input_file_id")
         check_queue_limits(result.total)
         batch = Batch.objects.create(status=BatchStatus.IN_PROGRESS, in_progress_at=now, total=result.total, **fields)
         Chunk.objects.bulk_create(

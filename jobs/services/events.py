@@ -1,75 +1,69 @@
-"""Batch events: tell a batch's webhook_url when the batch ends.
+"""Batch events: the outbox row written when a batch ends.
 
-The body is shaped like OpenAI's webhook events (``batch.completed``,
-``batch.failed``, ``batch.expired``, ``batch.cancelled``) with the whole batch
-object as ``data``, so a receiver needs no second request. Delivery runs on a
-daemon thread with a few retries: a slow or dead receiver must never hold up
-a worker or lose the batch's results, which are already stored.
+``batch_ended`` runs inside the transaction that makes a batch terminal
+(``lifecycle``), so the event commits with the status or not at all: no
+terminal batch is ever without its event, whichever process ended it, and a
+crash right after the commit loses nothing. Sending is someone else's job
+(``jobs.webhooks``, running in every worker and in ``run_housekeeper``).
+
+The body is OpenAI's webhook event (``batch.completed``, ``batch.failed``,
+``batch.expired``, ``batch.cancelled``; ``data.id`` is the batch id) with the
+whole batch object under ``data`` as a documented extension, so a receiver
+needs no second request. It is frozen here, as the exact text every attempt
+signs and sends.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import secrets
-import threading
-import time
-import urllib.error
-import urllib.request
-from typing import Any
+from datetime import timedelta
 
-from django.db import transaction
+from django.conf import settings
 from django.utils import timezone
 
-from jobs.models import Batch
+from jobs.models import Batch, WebhookDelivery
 from jobs.services.objects import batch_object
 
-log = logging.getLogger("batchsite.webhooks")
 
-ATTEMPTS = 4
-TIMEOUT_SECONDS = 10.0
+def new_event_id() -> str:
+    return "evt_" + secrets.token_hex(16)
 
 
-def event_for(batch: Batch) -> dict[str, Any]:
-    return {
+def new_webhook_id() -> str:
+    return "wh_" + secrets.token_hex(16)
+
+
+def event_body(batch: Batch, event_id: str, created_at: int) -> str:
+    event = {
+        "id": event_id,
         "object": "event",
-        "id": "evt_" + secrets.token_hex(12),
         "type": f"batch.{batch.status}",
-        "created_at": int(timezone.now().timestamp()),
+        "created_at": created_at,
         "data": batch_object(batch),
     }
+    # ASCII only: a lone surrogate in a user's metadata is escaped instead of
+    # making the body unencodable, and the bytes sent are the text stored.
+    return json.dumps(event, ensure_ascii=True, separators=(",", ":"))
 
 
-def deliver(url: str, event: dict[str, Any], backoff: float = 1.0) -> bool:
-    payload = json.dumps(event).encode()
-    for attempt in range(1, ATTEMPTS + 1):
-        request = urllib.request.Request(
-            url,
-            data=payload,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "batchsite-webhook", "webhook-id": event["id"]},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-                if 200 <= response.status < 300:
-                    log.info("webhook %s for %s delivered to %s", event["type"], event["data"]["id"], url)
-                    return True
-        except (urllib.error.URLError, OSError) as exc:
-            log.warning("webhook to %s failed (attempt %d/%d): %s", url, attempt, ATTEMPTS, exc)
-        time.sleep(backoff * 2 ** (attempt - 1))
-    log.error("webhook %s for %s to %s given up after %d attempts", event["type"], event["data"]["id"], url, ATTEMPTS)
-    return False
+def batch_ended(batch: Batch) -> WebhookDelivery | None:
+    """Record the event of a batch that just became terminal, if it has a webhook_url.
 
-
-def batch_ended(batch: Batch) -> None:
-    """Called inside the transaction that made ``batch`` terminal; sends once it commits."""
+    Call inside the transaction that made ``batch`` terminal.
+    """
     if not batch.webhook_url or not batch.is_terminal:
-        return
-    event = event_for(batch)
-
-    def send() -> None:
-        threading.Thread(
-            target=deliver, args=(batch.webhook_url, event), daemon=True, name=f"webhook-{batch.id}"
-        ).start()
-
-    transaction.on_commit(send)
+        return None
+    now = timezone.now()
+    event_id = new_event_id()
+    return WebhookDelivery.objects.create(
+        id=new_webhook_id(),
+        batch=batch,
+        event_id=event_id,
+        event_type=f"batch.{batch.status}",
+        url=batch.webhook_url,
+        body=event_body(batch, event_id, int(now.timestamp())),
+        created_at=now,
+        next_attempt_at=now,
+        give_up_at=now + timedelta(seconds=settings.BATCHSITE_WEBHOOKS.retry_for),
+    )

@@ -1,19 +1,84 @@
-"""Stored files: upload, read, delete."""
+"""Stored files: upload, read, delete, and when they expire."""
 
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import File as DjangoFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.utils import timezone
 
 from jobs.errors import Conflict, InvalidRequest, not_found
 from jobs.models import Batch, File, FilePurpose
 from jobs.models.ids import new_file_id
 
 UPLOAD_PURPOSES = {FilePurpose.BATCH.value}
+# OpenAI's range for expires_after and output_expires_after: one hour to 30 days.
+EXPIRES_MIN_SECONDS = 3600
+EXPIRES_MAX_SECONDS = 30 * 86400
+KEYS = ("anchor", "seconds")
+
+
+def parse_expires_after(value: Any, param: str) -> int | None:
+    """OpenAI's expiration policy ``{"anchor": "created_at", "seconds": N}`` -> N, or None if absent.
+
+    ``seconds`` may arrive as a string (multipart forms carry only strings), but
+    must be a whole number in OpenAI's range; anything else is a 400 naming the field.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            f'{param} must be an object: {{"anchor": "created_at", "seconds": N}}.',
+            param=param,
+            code="invalid_value",
+        )
+    # Keys are echoed back: escape what UTF-8 cannot carry (lone surrogates).
+    unknown = sorted(str(key).encode("utf-8", "backslashreplace").decode() for key in value if key not in KEYS)
+    if unknown:
+        raise InvalidRequest(
+            f"{param} has unknown fields: {', '.join(unknown)}; it takes anchor and seconds.",
+            param=f"{param}.{unknown[0]}",
+            code="invalid_value",
+        )
+    if value.get("anchor") != "created_at":
+        raise InvalidRequest(
+            f"{param}.anchor must be 'created_at', got {value.get('anchor')!r:.100}.",
+            param=f"{param}.anchor",
+            code="invalid_value",
+        )
+    seconds = value.get("seconds")
+    # Ten digits hold the whole range; a longer string is out of it, and int() of
+    # thousands of digits would raise (or cost quadratic time) rather than answer.
+    if isinstance(seconds, str) and seconds.isascii() and seconds.strip().isdigit():
+        digits = seconds.strip().lstrip("0") or "0"
+        seconds = int(digits) if len(digits) <= 10 else EXPIRES_MAX_SECONDS + 1
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise InvalidRequest(
+            f"{param}.seconds must be a whole number of seconds, got {seconds!r:.100}.",
+            param=f"{param}.seconds",
+            code="invalid_value",
+        )
+    if not EXPIRES_MIN_SECONDS <= seconds <= EXPIRES_MAX_SECONDS:
+        raise InvalidRequest(
+            f"{param}.seconds must be between {EXPIRES_MIN_SECONDS} (1 hour) and "
+            f"{EXPIRES_MAX_SECONDS} (30 days), got {seconds}.",
+            param=f"{param}.seconds",
+            code="invalid_value",
+        )
+    return seconds
+
+
+def default_expiry(purpose: str) -> int | None:
+    """Seconds after which a file of ``purpose`` expires when the client set none (OpenAI's
+    default: batch inputs after 30 days, everything else kept)."""
+    if purpose == FilePurpose.BATCH:
+        return settings.BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS or None
+    return None
 
 
 def _storage_name(file_id: str) -> str:
@@ -27,14 +92,17 @@ def get_owned_file(owner: Any, file_id: str, param: str = "file_id") -> File:
     ``param`` names the request field the id came from (``input_file_id`` when
     creating a batch), so the error points at what the caller sent.
     """
-    file = File.objects.owned_by(owner).filter(pk=file_id).first()
+    file = File.objects.owned_by(owner).live().filter(pk=file_id).first()
     if file is None:
         raise not_found("file", file_id, param)
     return file
 
 
-def store_upload(owner: Any, upload: DjangoFile, purpose: str) -> File:
-    """Save an uploaded file. The upload is already a temp file on the data volume."""
+def store_upload(owner: Any, upload: DjangoFile, purpose: str, expires_after: int | None = None) -> File:
+    """Save an uploaded file. The upload is already a temp file on the data volume.
+
+    ``expires_after``: seconds (from ``parse_expires_after``); None takes the default.
+    """
     if purpose not in UPLOAD_PURPOSES:
         raise InvalidRequest(
             f"Invalid purpose {purpose!r}: files uploaded here are for batches, use purpose 'batch'.",
@@ -42,13 +110,19 @@ def store_upload(owner: Any, upload: DjangoFile, purpose: str) -> File:
             param="purpose",
         )
     name = os.path.basename(upload.name or "input.jsonl")[:255] or "input.jsonl"
-    return _store(owner, purpose, name, upload)
+    return _store(owner, purpose, name, upload, expires_after)
 
 
-def _store(owner: Any, purpose: str, filename: str, content: DjangoFile) -> File:
+def _expires_at(purpose: str, expires_after: int | None, created: datetime) -> datetime | None:
+    seconds = expires_after if expires_after is not None else default_expiry(purpose)
+    return created + timedelta(seconds=seconds) if seconds else None
+
+
+def _store(owner: Any, purpose: str, filename: str, content: DjangoFile, expires_after: int | None = None) -> File:
     file_id = new_file_id()
     stored = default_storage.save(_storage_name(file_id), content)
     try:
+        created = timezone.now()
         return File.objects.create(
             id=file_id,
             owner=owner,
@@ -56,6 +130,8 @@ def _store(owner: Any, purpose: str, filename: str, content: DjangoFile) -> File
             filename=filename,
             bytes=default_storage.size(stored),
             storage_name=stored,
+            created_at=created,
+            expires_at=_expires_at(purpose, expires_after, created),
         )
     except BaseException:
         default_storage.delete(stored)  # no row, so no bytes either
@@ -68,10 +144,10 @@ class _LocalFile(DjangoFile):
         return str(getattr(self.file, "name", ""))
 
 
-def save_generated(owner: Any, purpose: str, filename: str, path: str) -> File:
+def save_generated(owner: Any, purpose: str, filename: str, path: str, expires_after: int | None = None) -> File:
     """Register a file a worker wrote (an output or error file) by moving it into storage."""
     with open(path, "rb") as fh:
-        return _store(owner, purpose, filename, _LocalFile(fh, name=filename))
+        return _store(owner, purpose, filename, _LocalFile(fh, name=filename), expires_after)
 
 
 def open_content(file: File) -> Any:
@@ -81,6 +157,11 @@ def open_content(file: File) -> Any:
 def delete_file(file: File) -> None:
     """Delete a file unless a batch that has not finished still reads it."""
     with transaction.atomic():
+        # The row lock orders this against a batch being created on the file
+        # (batches._create locks the same row): either that batch exists now and
+        # the file stays, or the file is gone before the batch is inserted.
+        if not File.objects.select_for_update().filter(pk=file.pk).exists():
+            return
         if Batch.objects.active().filter(input_file=file).exists():
             raise Conflict(
                 f"File {file.id} is the input of a batch that has not finished; "

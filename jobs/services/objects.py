@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from jobs.models import Batch
+from jobs.models import Batch, DeliveryStatus, WebhookDelivery
 from jobs.services import scheduling
 
 # OpenAI's Batch object field by field (timestamps as Unix seconds).
@@ -28,6 +28,20 @@ BATCH_TIMESTAMPS = (
 
 def unix(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value is not None else None
+
+
+def webhook_status(batch: Batch) -> str | None:
+    """pending / delivered / failing / gave_up; null without a webhook_url.
+
+    A batch that has not ended yet has no event, and is ``pending``. Lists
+    select_related("webhook_delivery") so this reads no row of its own.
+    """
+    if not batch.webhook_url:
+        return None
+    try:
+        return str(batch.webhook_delivery.status)
+    except WebhookDelivery.DoesNotExist:
+        return DeliveryStatus.PENDING.value
 
 
 def batch_object(batch: Batch, positions: dict[str, int] | None = None) -> dict[str, Any]:
@@ -62,6 +76,7 @@ def batch_object(batch: Batch, positions: dict[str, int] | None = None) -> dict[
             "estimated_completion_time": unix(scheduling.estimated_completion(batch)),
             "started_at": unix(batch.started_at),
             "webhook_url": batch.webhook_url or None,
+            "webhook_status": webhook_status(batch),
         }
     )
     return body

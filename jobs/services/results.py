@@ -180,13 +180,14 @@ def finalize(batch_id: str, worker_id: str | None) -> Batch | None:
                 handle.flush()
                 os.fsync(handle.fileno())
         owner = batch.owner
+        keep = batch.output_expires_after  # anchored at each file's creation, as OpenAI's
         output = (
-            file_service.save_generated(owner, FilePurpose.BATCH_OUTPUT, f"{batch.id}_output.jsonl", out.name)
+            file_service.save_generated(owner, FilePurpose.BATCH_OUTPUT, f"{batch.id}_output.jsonl", out.name, keep)
             if completed
             else None
         )
         error = (
-            file_service.save_generated(owner, FilePurpose.BATCH_ERROR, f"{batch.id}_error.jsonl", err.name)
+            file_service.save_generated(owner, FilePurpose.BATCH_ERROR, f"{batch.id}_error.jsonl", err.name, keep)
             if failed
             else None
         )

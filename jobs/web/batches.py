@@ -67,7 +67,9 @@ def batch_context(request: HttpRequest, batch: Batch) -> dict[str, Any]:
         "can_cancel": batch.status in CANCELLABLE,
         "is_other_users": batch.owner_id != request.user.pk,
         "live": not batch.is_terminal,
-        "has_webhook_status": "webhook_status" in obj,
+        # The event is sent after the batch ends: keep following it until it has gone out.
+        "poll": not batch.is_terminal or obj.get("webhook_status") == "pending",
+        "webhook_status": obj.get("webhook_status"),
     }
 
 

@@ -13,6 +13,7 @@ from jobs.errors import BatchsiteError
 from jobs.models import ENDPOINT_KINDS, BatchStatus, RegisteredModel
 from jobs.services import batches as batch_service
 from jobs.services.batches import BatchRequest
+from jobs.services.webhook_urls import MAX_URL_LENGTH
 
 METADATA_PAIRS = 16  # OpenAI's limit on metadata keys
 
@@ -29,8 +30,16 @@ _PARAM_FIELDS = {
 }
 
 
+_ENDPOINT_LABELS = {
+    "/v1/chat/completions": "Chat completions",
+    "/v1/completions": "Completions",
+    "/v1/embeddings": "Embeddings",
+    "/v1/responses": "Responses",
+}
+
+
 def endpoint_label(url: str) -> str:
-    return {"chat": "Chat completions", "completions": "Completions", "embeddings": "Embeddings"}[ENDPOINT_KINDS[url]]
+    return _ENDPOINT_LABELS.get(url, url)
 
 
 def model_groups(entries: Iterable[RegisteredModel]) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -51,7 +60,7 @@ class SubmitForm(forms.Form):
     webhook_url = forms.URLField(
         label="Webhook URL",
         required=False,
-        max_length=2000,
+        max_length=MAX_URL_LENGTH,
         assume_scheme="https",
         validators=[URLValidator(schemes=["http", "https"])],
         help_text="Optional: we POST the batch there when it ends.",
@@ -79,7 +88,7 @@ class SubmitForm(forms.Form):
 
     def model_endpoints(self) -> dict[str, list[str]]:
         """For the page's script: which endpoint URLs each model serves."""
-        return {name: [u for u in ENDPOINT_KINDS if entry.serves(u)] for name, entry in self.models.items()}
+        return {name: entry.endpoint_urls for name, entry in self.models.items()}
 
     def metadata_rows(self) -> list[tuple[Any, Any, bool]]:
         """(key field, value field, shown) per pair: the filled ones and one empty, at least three."""

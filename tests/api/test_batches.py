@@ -35,7 +35,14 @@ OPENAI_FIELDS = {
     "model",
     "usage",
 }
-QUEUE_FIELDS = {"queue_position", "progress_percent", "estimated_completion_time", "started_at", "webhook_url"}
+QUEUE_FIELDS = {
+    "queue_position",
+    "progress_percent",
+    "estimated_completion_time",
+    "started_at",
+    "webhook_url",
+    "webhook_status",
+}
 
 
 def make(client: Any, upload: Any, n: int = 3, **extra: Any) -> dict[str, Any]:
@@ -121,7 +128,7 @@ def test_shortcut_with_an_unknown_model_is_a_404_naming_model(client, models):
     "change, param",
     [
         ({"completion_window": "1h"}, "completion_window"),
-        ({"endpoint": "/v1/responses"}, "endpoint"),
+        ({"endpoint": "/v1/moderations"}, "endpoint"),
         ({"metadata": {"k": 1}}, "metadata"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"input_file_id": None}, "input_file_id"),

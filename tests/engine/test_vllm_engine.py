@@ -80,17 +80,17 @@ def total_rss() -> int:
     return me.memory_info().rss + sum(p.memory_info().rss for p in engine_children())
 
 
-def assert_same_body(ours: Any, theirs: Any, path: str = "body") -> None:
-    """Field for field; ids/timestamps aside; floats to 1e-4 (different thread counts)."""
+def assert_same_body(ours: Any, theirs: Any, path: str = "body", volatile: set[str] = VOLATILE) -> None:
+    """Field for field; ids/timestamps (``volatile``) aside; floats to 1e-4 (different thread counts)."""
     if isinstance(ours, dict) and isinstance(theirs, dict):
         assert set(ours) == set(theirs), f"{path}: keys {sorted(set(ours) ^ set(theirs))}"
         for key in ours:
-            if key not in VOLATILE:
-                assert_same_body(ours[key], theirs[key], f"{path}.{key}")
+            if key not in volatile:
+                assert_same_body(ours[key], theirs[key], f"{path}.{key}", volatile)
     elif isinstance(ours, list) and isinstance(theirs, list):
         assert len(ours) == len(theirs), f"{path}: length {len(ours)} != {len(theirs)}"
         for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-            assert_same_body(a, b, f"{path}[{i}]")
+            assert_same_body(a, b, f"{path}[{i}]", volatile)
     elif isinstance(ours, float) or isinstance(theirs, float):
         assert math.isclose(ours, theirs, rel_tol=1e-4, abs_tol=1e-4), f"{path}: {ours} != {theirs}"
     else:

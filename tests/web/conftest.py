@@ -45,6 +45,18 @@ def staff_web(db: Any) -> Client:
     return signed_in(get_user_model().objects.create_user(username="operator", password="pw-op-123", is_staff=True))
 
 
+# A loopback receiver nobody listens on: tests never send traffic off this machine.
+HOOK = "http://127.0.0.1:9/hooks/batch"
+
+
+@pytest.fixture
+def loopback_webhooks(settings: Any) -> None:
+    """The operator setting that lets webhook URLs point at loopback (the SSRF guard refuses it otherwise)."""
+    import dataclasses
+
+    settings.BATCHSITE_WEBHOOKS = dataclasses.replace(settings.BATCHSITE_WEBHOOKS, allow_private=True)
+
+
 def jsonl_file(content: bytes, name: str = "requests.jsonl") -> io.BytesIO:
     f = io.BytesIO(content)
     f.name = name

@@ -12,7 +12,7 @@ from jobs.engine.simulated import SimulatedEngine
 from jobs.models import Batch, BatchStatus, File
 from jobs.worker import GpuWorker
 from tests.conftest import chat_line, jsonl
-from tests.web.conftest import submit
+from tests.web.conftest import HOOK, submit
 
 pytestmark = pytest.mark.django_db
 
@@ -23,15 +23,15 @@ def make_batch(browser: Client, n: int = 3, **fields: Any) -> Batch:
     return Batch.objects.get(pk=response["Location"].rsplit("/", 1)[1])
 
 
-def test_the_owner_sees_the_whole_batch(web, models):
-    batch = make_batch(web, 4, webhook_url="https://hooks.example.com/b", meta_key_0="team", meta_value_0="search")
+def test_the_owner_sees_the_whole_batch(web, models, loopback_webhooks):
+    batch = make_batch(web, 4, webhook_url=HOOK, meta_key_0="team", meta_value_0="search")
     page = web.get(f"/batches/{batch.id}").content.decode()
     for text in (
         batch.id,
         "in progress",
         '<span id="done-count">0</span> / 4',
         "Queue position",
-        "https://hooks.example.com/b",
+        HOOK,
         "team",
         "search",
     ):
@@ -135,21 +135,27 @@ def test_a_failed_batch_shows_its_line_errors(web, models):
     assert "duplicate_custom_id" in page and "Cancel batch" not in page
 
 
-def test_the_webhook_delivery_state_is_shown_when_the_batch_object_has_one(web, models, monkeypatch):
-    """STAND-IN for the webhooks work: the batch object gains ``webhook_status``
-    there; this test adds it to see that the page shows it, and only then."""
-    from jobs.services import objects
-    from jobs.web import batches
+def test_the_webhook_and_its_delivery_state_are_followed_until_the_event_is_out(web, models, loopback_webhooks):
+    from jobs.models import DeliveryStatus, WebhookDelivery
 
-    batch = make_batch(web, webhook_url="https://hooks.example.com/z")
-    assert "status-failing" not in web.get(f"/batches/{batch.id}").content.decode()
+    batch = make_batch(web, webhook_url=HOOK)
+    live = web.get(f"/batches/{batch.id}/live").content.decode()
+    assert '<span class="status status-pending">pending</span>' in live
+    web.post(f"/batches/{batch.id}/cancel")  # the batch ends: its event is written to the outbox
+    delivery = WebhookDelivery.objects.get(batch=batch)
+    live = web.get(f"/batches/{batch.id}/live").content.decode()
+    assert "cancelled" in live and 'hx-trigger="every 2s"' in live  # still following: the event is not out
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.FAILING)
+    live = web.get(f"/batches/{batch.id}/live").content.decode()
+    assert '<span class="status status-failing">failing</span>' in live and "hx-trigger" not in live
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.DELIVERED)
+    assert "status-delivered" in web.get(f"/batches/{batch.id}").content.decode()
 
-    def with_status(b: Batch, positions: Any = None) -> dict[str, Any]:
-        return {**objects.batch_object(b, positions), "webhook_status": "failing"}
 
-    monkeypatch.setattr(batches, "batch_object", with_status)
+def test_a_batch_without_a_webhook_shows_no_delivery_state(web, models):
+    batch = make_batch(web)
     page = web.get(f"/batches/{batch.id}").content.decode()
-    assert '<span class="status status-failing">failing</span>' in page
+    assert 'id="webhook-status"' not in page and '<dd id="webhook">—</dd>' in page
 
 
 @pytest.mark.parametrize(

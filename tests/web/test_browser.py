@@ -83,7 +83,7 @@ def test_the_dropdown_lists_exactly_the_models_of_v1_models_and_fits_the_endpoin
     # A chat model serves two: the user picks (or the file's lines decide).
     page.select_option("#id_model", CHAT_MODEL)
     assert page.input_value("#id_endpoint") == ""
-    assert usable_endpoints() == ["", "/v1/chat/completions", "/v1/completions"]
+    assert usable_endpoints() == ["", "/v1/chat/completions", "/v1/completions", "/v1/responses"]
     page.click("#add-pair")
     page.click("#add-pair")
     assert page.locator(".pair:not([hidden])").count() == 5
@@ -105,8 +105,8 @@ def test_a_file_with_bad_lines_is_refused_on_the_page_naming_each_line(site, tmp
     page.goto("/submit")
     page.set_input_files("#id_file", str(write(tmp_path, lines)))
     page.select_option("#id_model", CHAT_MODEL)
-    # Loopback: the failed batch's webhook is sent, and tests send traffic nowhere else.
-    page.fill("#id_webhook_url", "http://127.0.0.1:9/batches")
+    page.fill("[name=meta_key_0]", "run")
+    page.fill("[name=meta_value_0]", "nightly")
     page.click("#submit-button")
     errors = page.locator("#line-errors")
     errors.wait_for()
@@ -117,7 +117,7 @@ def test_a_file_with_bad_lines_is_refused_on_the_page_naming_each_line(site, tmp
     assert "not valid JSON" in text and "already used on line 2" in text and "url must be /v1/chat/completions" in text
     # The choices survive the refusal.
     assert page.input_value("#id_model") == CHAT_MODEL
-    assert page.input_value("#id_webhook_url") == "http://127.0.0.1:9/batches"
+    assert (page.input_value("[name=meta_key_0]"), page.input_value("[name=meta_value_0]")) == ("run", "nightly")
     assert Batch.objects.get().status == BatchStatus.FAILED
 
 

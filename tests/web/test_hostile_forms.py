@@ -89,14 +89,16 @@ def test_a_lone_surrogate_in_the_file_name_loses_the_file_and_says_so(web, model
     assert not Batch.objects.exists() and stored_files(settings) == []
 
 
-def test_a_lone_surrogate_in_the_webhook_url_is_stored_replaced_and_renders(web, admin_browser, models):
+def test_a_lone_surrogate_in_the_webhook_url_is_stored_replaced_and_renders(
+    web, admin_browser, models, loopback_webhooks
+):
     body, ctype = multipart(
-        form_fields(webhook_url=b"https://hooks.example.com/" + SURROGATE),
+        form_fields(webhook_url=b"http://127.0.0.1:9/" + SURROGATE),
         [("file", "in.jsonl", jsonl([chat_line(1)]))],
     )
     assert post_raw(web, "/submit", body, ctype).status_code == 302
     batch = Batch.objects.get()
-    assert batch.webhook_url == "https://hooks.example.com/\ufffd\ufffd\ufffd"
+    assert batch.webhook_url == "http://127.0.0.1:9/\ufffd\ufffd\ufffd"
     everything_renders(web, admin_browser, batch)
 
 

@@ -11,7 +11,7 @@ from django.test import Client
 
 from jobs.models import Batch, BatchStatus, File, RegisteredModel
 from tests.conftest import CHAT_MODEL, EMBED_MODEL, chat_line, jsonl, stored_files
-from tests.web.conftest import only_batch, submit
+from tests.web.conftest import HOOK, only_batch, submit
 
 pytestmark = pytest.mark.django_db
 
@@ -46,12 +46,14 @@ def test_a_page_with_no_model_says_how_to_add_one(web, db):
     assert b"register_model" in web.get("/submit").content
 
 
-def test_submitting_creates_the_batch_through_the_apis_service_and_lands_on_its_page(web, client, models, user):
+def test_submitting_creates_the_batch_through_the_apis_service_and_lands_on_its_page(
+    web, client, models, user, loopback_webhooks
+):
     response = submit(
         web,
         jsonl([chat_line(i) for i in range(5)]),
         endpoint="/v1/chat/completions",
-        webhook_url="https://hooks.example.com/batch",
+        webhook_url=HOOK,
         meta_key_0="project",
         meta_value_0="demo",
         meta_key_3="run",
@@ -61,14 +63,14 @@ def test_submitting_creates_the_batch_through_the_apis_service_and_lands_on_its_
     assert response.status_code == 302 and response["Location"] == f"/batches/{batch.id}"
     assert batch.owner == user and batch.status == BatchStatus.IN_PROGRESS and batch.total == 5
     assert batch.metadata == {"project": "demo", "run": " 7 "}
-    assert batch.webhook_url == "https://hooks.example.com/batch"
+    assert batch.webhook_url == HOOK
     # The same batch the SDK sees, input file included.
     body = client.get(f"/v1/batches/{batch.id}").json()
     assert body["model"] == CHAT_MODEL and body["endpoint"] == "/v1/chat/completions"
     assert body["queue_position"] == 0 and body["metadata"] == {"project": "demo", "run": " 7 "}
     assert client.get(f"/v1/files/{batch.input_file_id}").json()["filename"] == "requests.jsonl"
     page = web.get(response["Location"]).content.decode()
-    assert batch.id in page and "https://hooks.example.com/batch" in page and "demo" in page
+    assert batch.id in page and HOOK in page and "demo" in page
 
 
 def test_lines_may_leave_out_the_model_the_form_chose(web, models):
@@ -79,7 +81,7 @@ def test_lines_may_leave_out_the_model_the_form_chose(web, models):
     assert only_batch().model == CHAT_MODEL
 
 
-def test_bad_lines_are_named_on_the_form_which_keeps_the_users_choices(web, models):
+def test_bad_lines_are_named_on_the_form_which_keeps_the_users_choices(web, models, loopback_webhooks):
     lines: list[Any] = [chat_line(i) for i in range(6)]
     lines[1] = b"{not json"
     lines[3] = chat_line(0)  # a duplicate custom_id
@@ -88,7 +90,7 @@ def test_bad_lines_are_named_on_the_form_which_keeps_the_users_choices(web, mode
         web,
         jsonl(lines),
         endpoint="/v1/chat/completions",
-        webhook_url="http://127.0.0.1:9/x",  # loopback: the failed batch's webhook is sent
+        webhook_url=HOOK,
         meta_key_0="team",
         meta_value_0="search",
     )
@@ -100,7 +102,7 @@ def test_bad_lines_are_named_on_the_form_which_keeps_the_users_choices(web, mode
     # What the user chose is still there; the file must be chosen again.
     assert f'<option value="{CHAT_MODEL}" selected>' in page
     assert '<option value="/v1/chat/completions" selected>' in page
-    assert 'value="http://127.0.0.1:9/x"' in page and 'value="team"' in page and 'value="search"' in page
+    assert f'value="{HOOK}"' in page and 'value="team"' in page and 'value="search"' in page
     assert "Choose the file again" in page
     # As through the API (and OpenAI), the refused file is kept as a failed batch, not queued.
     batch = only_batch()
@@ -140,7 +142,7 @@ def stored_files_in_db() -> bool:
         ("completion_window", "7d", "Select a valid choice"),
         ("webhook_url", "javascript:alert(1)", "Enter a valid URL"),
         ("webhook_url", "ftp://files.example.com/x", "Enter a valid URL"),
-        ("webhook_url", "https://x.example/" + "a" * 2100, "at most 2000 characters"),
+        ("webhook_url", "https://x.example/" + "a" * 2100, "at most 2048 characters"),
         ("meta_key_0", "k" * 65, "at most 64 characters"),
         ("meta_value_0", "v" * 513, "at most 512 characters"),
     ],
@@ -151,6 +153,23 @@ def test_wrong_or_huge_fields_are_refused_by_name_and_nothing_is_stored(web, mod
     assert response.status_code == 400
     assert message in response.content.decode()
     assert not Batch.objects.exists() and not File.objects.exists() and stored_files(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://169.254.169.254/latest/meta-data", "link-local address"),
+        ("http://127.0.0.1:8000/v1/batches", "loopback address"),
+        ("http://10.1.2.3/hook", "private address"),
+    ],
+)
+def test_a_webhook_url_into_the_operators_network_is_refused_next_to_the_field(web, models, settings, url, why):
+    response = submit(web, jsonl([chat_line(1)]), webhook_url=url)
+    assert response.status_code == 400
+    page = response.content.decode()
+    field = page[page.index('id="id_webhook_url"') : page.index("Metadata")]
+    assert why in field
+    assert not Batch.objects.exists() and stored_files(settings) == []
 
 
 def test_metadata_values_need_keys_and_keys_are_unique(web, models):
