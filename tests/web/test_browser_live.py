@@ -18,8 +18,6 @@ from tests.web.conftest import screenshot, server_user
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LINES = 20
-# Long enough answers that the batch is seen running for a few refreshes.
-MAX_TOKENS = 32
 
 
 def request_lines(tmp_path: Path) -> Path:
@@ -28,7 +26,9 @@ def request_lines(tmp_path: Path) -> Path:
         for i in range(LINES):
             body = {
                 "messages": [{"role": "user", "content": f"Write one sentence about the number {i}."}],
-                "max_tokens": MAX_TOKENS,
+                # Answers of different lengths finish one after another, so the
+                # pages' refreshes see the batch partly done, not 0 then 100%.
+                "max_tokens": 8 + 3 * i,
                 "temperature": 0,
             }
             f.write(json.dumps({"custom_id": f"q-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}))
