@@ -13,11 +13,12 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from batchsite.env import parse_window
-from jobs.errors import BatchsiteError, Conflict, InvalidRequest, LimitReached, NotFound, not_found
+from jobs.errors import Conflict, InvalidRequest, LimitReached, NotFound, not_found
 from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, File, RegisteredModel
 from jobs.services import files as file_service
 from jobs.services import lifecycle
 from jobs.services.results import finalize
+from jobs.services.safe_json import has_lone_surrogate, shown
 from jobs.services.validation import ValidationResult, validate_input
 
 # Any constant works: it only has to be the same number in every process.
@@ -34,29 +35,32 @@ class BatchRequest:
 
 
 def check_metadata(metadata: Any) -> dict[str, str] | None:
-    """OpenAI's rules: up to 16 string pairs, keys up to 64 and values up to 512 characters."""
+    """OpenAI's rules: up to 16 string pairs, keys up to 64 and values up to 512 characters.
+
+    Text that cannot be stored and rendered is refused too: a lone surrogate
+    has no UTF-8 form, and PostgreSQL's jsonb holds no NUL character.
+    """
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
-        raise InvalidRequest(
-            "metadata must be an object of string keys and values.", param="metadata", code="invalid_metadata"
-        )
+        raise _bad_metadata(f"metadata must be an object of string keys and values, got {shown(metadata)}.")
     if len(metadata) > 16:
-        raise InvalidRequest("metadata may have at most 16 keys.", param="metadata", code="invalid_metadata")
+        raise _bad_metadata(f"metadata may have at most 16 keys, got {len(metadata)}.")
     for key, value in metadata.items():
         if not isinstance(key, str) or len(key) > 64:
-            raise InvalidRequest(
-                f"metadata key {key!r} must be a string of at most 64 characters.",
-                param="metadata",
-                code="invalid_metadata",
-            )
+            raise _bad_metadata(f"metadata key {shown(key)} must be a string of at most 64 characters.")
         if not isinstance(value, str) or len(value) > 512:
-            raise InvalidRequest(
-                f"metadata[{key!r}] must be a string of at most 512 characters.",
-                param="metadata",
-                code="invalid_metadata",
-            )
+            raise _bad_metadata(f"metadata[{shown(key)}] must be a string of at most 512 characters.")
+        for text, what in ((key, f"metadata key {shown(key)}"), (value, f"metadata[{shown(key)}]")):
+            if has_lone_surrogate(text):
+                raise _bad_metadata(f"{what} has a lone surrogate, which is not valid Unicode.")
+            if "\x00" in text:
+                raise _bad_metadata(f"{what} has a NUL character, which cannot be stored.")
     return metadata
+
+
+def _bad_metadata(message: str) -> InvalidRequest:
+    return InvalidRequest(message, param="metadata", code="invalid_metadata")
 
 
 def check_request(req: BatchRequest) -> None:
@@ -183,7 +187,10 @@ def create_batch_from_upload(owner: Any, upload: DjangoFile, req: BatchRequest) 
     input_file = file_service.store_upload(owner, upload, "batch")
     try:
         return _create(owner, input_file, req)
-    except BatchsiteError:
+    except BaseException:
+        # Not only refusals: whatever stopped the batch (a bug, a lost
+        # database), the caller got no batch, so it must not keep a file
+        # it never asked for on its own.
         file_service.delete_file(input_file)
         raise
 
