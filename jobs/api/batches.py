@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs.api.common import cursor_page, int_param, list_body
+from jobs.api.parsers import FormParser, MultiPartParser, StrictJSONParser
+from jobs.api.serializers import MetadataField
 from jobs.models import Batch
 from jobs.services import batches as batch_service
 from jobs.services import scheduling
@@ -19,7 +20,7 @@ from jobs.services.objects import batch_object
 
 
 class BatchListApi(APIView):
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [StrictJSONParser, MultiPartParser, FormParser]
 
     class CreateInputSerializer(serializers.Serializer):
         input_file_id = serializers.CharField(required=False)
@@ -27,8 +28,10 @@ class BatchListApi(APIView):
         endpoint = serializers.CharField(required=False)
         model = serializers.CharField(required=False)
         completion_window = serializers.CharField(required=False, default="24h")
-        metadata = serializers.JSONField(required=False, allow_null=True)
-        webhook_url = serializers.URLField(required=False, allow_blank=True, default="")
+        metadata = MetadataField()
+        webhook_url = serializers.URLField(
+            required=False, allow_blank=True, default="", max_length=Batch._meta.get_field("webhook_url").max_length
+        )
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             has_id, has_file = "input_file_id" in attrs, "file" in attrs

@@ -11,7 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -74,6 +76,36 @@ def from_domain(exc: domain.BatchsiteError) -> ApiError:
     return ApiError(exc.message, status_code=status_code, code=exc.code, param=exc.param)
 
 
+def from_django(exc: Exception) -> ApiError | None:
+    """Django's refusals of a request body, raised while DRF reads it, as OpenAI errors.
+
+    Django raises these past its DATA_UPLOAD_* limits; left alone they were
+    500s, though nothing is wrong with the server.
+    """
+    if isinstance(exc, RequestDataTooBig):
+        return ApiError(
+            f"The request body is too large: the limit is {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
+            "(files uploaded as multipart have their own limit, BATCHSITE_MAX_UPLOAD_BYTES).",
+            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            code="request_too_large",
+        )
+    if isinstance(exc, TooManyFieldsSent):
+        return ApiError(
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields.", code="too_many_fields"
+        )
+    if isinstance(exc, TooManyFilesSent):
+        return ApiError(
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files; upload one file per request.",
+            code="too_many_files",
+            param="file",
+        )
+    if isinstance(exc, SuspiciousOperation):
+        return ApiError("The request is malformed.", code="invalid_request")
+    if isinstance(exc, UnreadablePostError):
+        return ApiError("The request body could not be read to its end.", code="invalid_request_body")
+    return None
+
+
 def _first_validation_message(detail: Any, prefix: str = "") -> tuple[str, str | None]:
     """The first field error of a DRF ValidationError, as (message, param)."""
     if isinstance(detail, dict):
@@ -108,6 +140,8 @@ def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
         exc = exceptions.NotFound()
     elif isinstance(exc, domain.BatchsiteError):
         exc = from_domain(exc)
+    else:
+        exc = from_django(exc) or exc
     response = exception_handler(exc, context)
     if response is None:
         return None  # not an API exception: ApiErrorMiddleware answers with a 500
@@ -168,10 +202,10 @@ class ApiErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not _is_api(request) or isinstance(exception, Http404):
             return None
-        if isinstance(exception, domain.BatchsiteError):
-            # Raised outside a DRF view (an upload handler while Django parses
-            # the body, say): the same OpenAI answer a view would give.
-            error = from_domain(exception)
+        # Raised outside a DRF view (an upload handler while Django parses
+        # the body, say): the same OpenAI answer a view would give.
+        error = from_domain(exception) if isinstance(exception, domain.BatchsiteError) else from_django(exception)
+        if error is not None:
             return JsonResponse(
                 error_body(error.message, error.status_code, error.error_code, error.param), status=error.status_code
             )

@@ -7,14 +7,16 @@ from collections.abc import Iterable
 from django.http import FileResponse
 from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs.api.common import UnixTimeField, cursor_page, int_param, list_body
 from jobs.api.errors import ApiError
+from jobs.api.parsers import FormParser, MultiPartParser
+from jobs.api.renderers import OpenAIJSONRenderer
 from jobs.models import File
 from jobs.services import files as file_service
 
@@ -109,7 +111,7 @@ class RawContentNegotiation(BaseContentNegotiation):
 
 class FileContentApi(APIView):
     content_negotiation_class = RawContentNegotiation
-    renderer_classes = [JSONRenderer]
+    renderer_classes = [OpenAIJSONRenderer]
 
     def get(self, request: Request, file_id: str) -> FileResponse:
         file = file_service.get_owned_file(request.user, file_id)
