@@ -9,6 +9,7 @@ from django.db.models import Q, QuerySet
 from rest_framework import serializers
 
 from jobs.api.errors import ApiError
+from jobs.models.ids import could_be_id
 from jobs.services.objects import unix
 from jobs.services.safe_json import shown
 
@@ -52,7 +53,7 @@ def cursor_page(
     order = ("-created_at", "-id") if descending else ("created_at", "id")
     queryset = queryset.order_by(*order)
     if after:
-        anchor = queryset.filter(pk=after).values("created_at", "id").first()
+        anchor = queryset.filter(pk=after).values("created_at", "id").first() if could_be_id(after) else None
         if anchor is None:
             raise ApiError(f"Invalid 'after': no {kind} with id {shown(after)}.", param="after", code="invalid_value")
         lookup = "lt" if descending else "gt"

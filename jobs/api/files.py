@@ -17,7 +17,7 @@ from jobs.api.common import UnixTimeField, cursor_page, int_param, list_body
 from jobs.api.errors import ApiError
 from jobs.api.parsers import FormParser, MultiPartParser
 from jobs.api.renderers import OpenAIJSONRenderer
-from jobs.models import File
+from jobs.models import File, FilePurpose
 from jobs.services import files as file_service
 
 
@@ -69,7 +69,10 @@ class FileListApi(APIView):
             raise ApiError("Invalid 'order': use 'asc' or 'desc'.", param="order", code="invalid_value")
         queryset = File.objects.owned_by(request.user)
         if params.get("purpose"):
-            queryset = queryset.filter(purpose=params["purpose"])
+            # An unknown purpose matches nothing; not querying for it also
+            # keeps text PostgreSQL cannot hold (NUL) out of the query.
+            purpose = params["purpose"]
+            queryset = queryset.filter(purpose=purpose) if purpose in FilePurpose.values else queryset.none()
         rows, has_more = cursor_page(
             queryset, params.get("after"), int_param(params, "limit", 10000, 1, 10000), order == "desc", "file"
         )

@@ -15,6 +15,7 @@ from django.utils import timezone
 from batchsite.env import parse_window
 from jobs.errors import Conflict, InvalidRequest, LimitReached, NotFound, not_found
 from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, File, RegisteredModel
+from jobs.models.ids import could_be_id
 from jobs.services import files as file_service
 from jobs.services import lifecycle
 from jobs.services.results import finalize
@@ -67,13 +68,13 @@ def check_request(req: BatchRequest) -> None:
     windows = settings.BATCHSITE.completion_windows
     if req.completion_window not in windows:
         raise InvalidRequest(
-            f"completion_window must be one of: {', '.join(windows)}; got {req.completion_window!r}.",
+            f"completion_window must be one of: {', '.join(windows)}; got {shown(req.completion_window)}.",
             param="completion_window",
             code="invalid_completion_window",
         )
     if req.endpoint is not None and req.endpoint not in ENDPOINT_KINDS:
         raise InvalidRequest(
-            f"endpoint must be one of: {', '.join(ENDPOINT_KINDS)}; got {req.endpoint!r}.",
+            f"endpoint must be one of: {', '.join(ENDPOINT_KINDS)}; got {shown(req.endpoint)}.",
             param="endpoint",
             code="invalid_endpoint",
         )
@@ -81,14 +82,16 @@ def check_request(req: BatchRequest) -> None:
         entry = RegisteredModel.objects.enabled().filter(name=req.model).first()
         if entry is None:
             raise NotFound(
-                f"The model {req.model!r} does not exist or is not enabled here; "
+                f"The model {shown(req.model)} does not exist or is not enabled here; "
                 "GET /v1/models lists the models you can use.",
                 param="model",
                 code="model_not_found",
             )
         if req.endpoint is not None and not entry.serves(req.endpoint):
             raise InvalidRequest(
-                f"The model {req.model!r} does not serve {req.endpoint}.", param="model", code="model_not_supported"
+                f"The model {shown(req.model)} does not serve {req.endpoint}.",
+                param="model",
+                code="model_not_supported",
             )
 
 
@@ -196,7 +199,7 @@ def create_batch_from_upload(owner: Any, upload: DjangoFile, req: BatchRequest) 
 
 
 def get_batch(owner: Any, batch_id: str) -> Batch:
-    batch = Batch.objects.owned_by(owner).filter(pk=batch_id).first()
+    batch = Batch.objects.owned_by(owner).filter(pk=batch_id).first() if could_be_id(batch_id) else None
     if batch is None:
         raise not_found("batch", batch_id, "batch_id")
     return batch

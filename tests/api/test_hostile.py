@@ -209,3 +209,142 @@ def test_101_files_are_a_400_and_leave_no_temp_file(raw_client, models, stored, 
     response = raw_client.post(url, {"purpose": "batch", "model": CHAT_MODEL, **files})
     assert_openai_error(response, 400, "too_many_files", "file")
     stored.assert_unchanged()
+
+
+# --- wrong types for every field ------------------------------------------------------------
+
+HOSTILE_VALUES = [
+    None,
+    1,
+    -1.5,
+    True,
+    [],
+    {},
+    "",
+    "x" * 100_000,
+    "\ud800",
+    "\x00",
+    json.loads("[" * 60 + "]" * 60),
+]
+CREATE_FIELDS = ["input_file_id", "endpoint", "completion_window", "metadata", "model", "webhook_url", "file"]
+
+
+def accepted(field: str, value: Any) -> bool:
+    """The hostile values that are fine for a field: no metadata, no webhook."""
+    return (field == "metadata" and value in (None, {})) or (field == "webhook_url" and value == "")
+
+
+@pytest.mark.parametrize("field", CREATE_FIELDS)
+def test_every_create_field_refuses_wrong_types_naming_the_field(raw_client, models, upload, stored, field):
+    file = upload(jsonl([chat_line(1)]))
+    stored.reset()
+    for value in HOSTILE_VALUES:
+        body = {"input_file_id": file["id"], "endpoint": ENDPOINT, "completion_window": "24h", field: value}
+        response = create(raw_client, body)
+        if accepted(field, value):
+            assert response.status_code == 200, response.content
+            stored.reset()
+            continue
+        status = response.status_code
+        assert status in (400, 404), (field, repr(value)[:40], response.content[:300])
+        assert_openai_error(response, status, param=field)
+        stored.assert_unchanged()
+
+
+@pytest.mark.parametrize(
+    "fields, status, param",
+    [
+        ({"purpose": "\x00"}, 400, "purpose"),
+        ({"purpose": "x" * 100_000}, 400, "purpose"),
+        ({"purpose": "\ud800"}, 400, "purpose"),  # sent as its UTF-8-with-surrogates bytes
+        ({"purpose": "batch", "file": "not a file"}, 400, "file"),
+        ({"purpose": "batch", "file": ""}, 400, "file"),
+    ],
+)
+def test_upload_fields_of_the_wrong_kind_are_a_400_naming_the_field(raw_client, stored, fields, status, param):
+    if "file" not in fields:
+        fields["file"] = io.BytesIO(b"{}\n")
+        fields["file"].name = "in.jsonl"
+    if fields.get("purpose") == "\ud800":
+        fields["purpose"] = "\ud800".encode("utf-8", "surrogatepass").decode("latin-1")
+    assert_openai_error(raw_client.post("/v1/files", fields), status, param=param)
+    stored.assert_unchanged()
+
+
+def test_an_upload_sent_as_json_is_a_415(raw_client, stored):
+    assert_openai_error(create_file_as_json(raw_client), 415, "unsupported_media_type")
+    stored.assert_unchanged()
+
+
+def create_file_as_json(api: Any) -> Any:
+    return api.post("/v1/files", json.dumps({"file": "x", "purpose": "batch"}), content_type="application/json")
+
+
+# --- ids: other users', odd and huge ---------------------------------------------------------
+
+
+@pytest.fixture
+def bobs(other_client: Any, models: Any) -> tuple[str, str]:
+    """Bob's file and his queued batch."""
+    f = io.BytesIO(jsonl([chat_line(1)]))
+    f.name = "bob.jsonl"
+    file_id = other_client.post("/v1/files", {"file": f, "purpose": "batch"}, format="multipart").json()["id"]
+    body = {"input_file_id": file_id, "endpoint": ENDPOINT, "completion_window": "24h"}
+    return file_id, other_client.post("/v1/batches", body, format="json").json()["id"]
+
+
+def test_another_users_ids_are_not_found_on_every_endpoint(raw_client, bobs):
+    file_id, batch_id = bobs
+    for response, param in [
+        (raw_client.get(f"/v1/files/{file_id}"), "file_id"),
+        (raw_client.get(f"/v1/files/{file_id}/content"), "file_id"),
+        (raw_client.delete(f"/v1/files/{file_id}"), "file_id"),
+        (raw_client.get(f"/v1/batches/{batch_id}"), "batch_id"),
+        (raw_client.post(f"/v1/batches/{batch_id}/cancel"), "batch_id"),
+        (create(raw_client, {"input_file_id": file_id, "endpoint": ENDPOINT}), "input_file_id"),
+    ]:
+        assert_openai_error(response, 404, "not_found", param)
+    assert_openai_error(raw_client.get(f"/v1/batches?after={batch_id}"), 400, "invalid_value", "after")
+    assert_openai_error(raw_client.get(f"/v1/files?after={file_id}"), 400, "invalid_value", "after")
+    assert File.objects.filter(pk=file_id).exists()
+    assert Batch.objects.get(pk=batch_id).status == "in_progress"
+    assert Batch.objects.count() == 1
+
+
+@pytest.mark.parametrize("object_id", ["ab%00cd", "x" * 3000, "%ED%A0%80", "%FF", "..", "batch_%0A"])
+def test_odd_ids_in_urls_are_404_not_500(raw_client, object_id):
+    """NUL made PostgreSQL's query itself fail: a 500 for any URL with %00."""
+    for response in (
+        raw_client.get(f"/v1/files/{object_id}"),
+        raw_client.get(f"/v1/files/{object_id}/content"),
+        raw_client.delete(f"/v1/files/{object_id}"),
+        raw_client.get(f"/v1/batches/{object_id}"),
+        raw_client.post(f"/v1/batches/{object_id}/cancel"),
+    ):
+        assert_openai_error(response, 404)
+
+
+@pytest.mark.parametrize(
+    "query, param",
+    [
+        ("limit=" + "9" * 5000, "limit"),
+        ("limit=" + "9" * 30, "limit"),
+        ("limit=-1", "limit"),
+        ("limit=1e3", "limit"),
+        ("limit=%00", "limit"),
+        ("after=" + "x" * 3000, "after"),
+        ("after=%00", "after"),
+        ("after=%ED%A0%80", "after"),
+    ],
+)
+@pytest.mark.parametrize("url", ["/v1/batches", "/v1/files"])
+def test_huge_or_odd_list_parameters_are_a_400_naming_them(raw_client, url, query, param):
+    error = assert_openai_error(raw_client.get(f"{url}?{query}"), 400, "invalid_value", param)
+    assert len(error["message"]) < 300
+
+
+def test_an_odd_purpose_filter_lists_nothing(raw_client, upload):
+    upload(jsonl([chat_line(1)]))
+    for purpose in ("%00", "x" * 3000, "%ED%A0%80"):
+        response = raw_client.get(f"/v1/files?purpose={purpose}")
+        assert response.status_code == 200 and response.json()["data"] == []
