@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchsite.env import BASE_DIR, Reader, read_limits, read_worker_settings, secret_key
+from batchsite.env import BASE_DIR, Reader, read_https_settings, read_limits, read_worker_settings, secret_key
 
 env = Reader()
 
@@ -22,6 +22,17 @@ DEBUG = env.flag("DEBUG", False)
 SECRET_KEY = secret_key(env, DATA_DIR)
 ALLOWED_HOSTS = env.items("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.items("CSRF_TRUSTED_ORIGINS", ["http://localhost", "http://127.0.0.1"])
+
+# Behind TLS (README, "In production"). With all of them set,
+# `manage.py check --deploy` has nothing to say (tests/test_env.py).
+_https = read_https_settings(env)
+SECURE_SSL_REDIRECT = _https.ssl_redirect
+SECURE_HSTS_SECONDS = _https.hsts_seconds
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _https.hsts_include_subdomains
+SECURE_HSTS_PRELOAD = _https.hsts_preload
+SESSION_COOKIE_SECURE = _https.session_cookie_secure
+CSRF_COOKIE_SECURE = _https.csrf_cookie_secure
+SECURE_PROXY_SSL_HEADER = _https.proxy_ssl_header
 
 BATCHSITE = read_limits(env)
 BATCHSITE_WORKER = read_worker_settings(env)
