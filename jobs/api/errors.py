@@ -12,7 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
+from django.core.exceptions import (
+    DisallowedHost,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -99,6 +105,8 @@ def from_django(exc: Exception) -> ApiError | None:
             code="too_many_files",
             param="file",
         )
+    if isinstance(exc, DisallowedHost):
+        return ApiError("This server does not answer to that Host header (ALLOWED_HOSTS).", code="invalid_host")
     if isinstance(exc, SuspiciousOperation):
         return ApiError("The request is malformed.", code="invalid_request")
     if isinstance(exc, UnreadablePostError):
@@ -177,6 +185,18 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception or Http404())
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's 400 for what middleware refused before any view ran (a Host not in ALLOWED_HOSTS)."""
+    if _is_api(request):
+        error = (from_django(exception) if exception is not None else None) or ApiError("The request is malformed.")
+        return JsonResponse(
+            error_body(error.message, error.status_code, error.error_code, error.param), status=error.status_code
+        )
+    from django.views.defaults import bad_request as django_bad_request
+
+    return django_bad_request(request, exception or SuspiciousOperation())
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
