@@ -8,7 +8,7 @@ exceptions are all translated, not only the ones our views raise.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -82,6 +82,10 @@ def from_domain(exc: domain.BatchsiteError) -> ApiError:
     return ApiError(exc.message, status_code=status_code, code=exc.code, param=exc.param)
 
 
+class NulInUrl(SuspiciousOperation):
+    pass
+
+
 def from_django(exc: Exception) -> ApiError | None:
     """Django's refusals of a request body, raised while DRF reads it, as OpenAI errors.
 
@@ -105,6 +109,8 @@ def from_django(exc: Exception) -> ApiError | None:
             code="too_many_files",
             param="file",
         )
+    if isinstance(exc, NulInUrl):
+        return ApiError("The URL holds a NUL character (%00), which no path or parameter may.", code="invalid_url")
     if isinstance(exc, DisallowedHost):
         return ApiError("This server does not answer to that Host header (ALLOWED_HOSTS).", code="invalid_host")
     if isinstance(exc, SuspiciousOperation):
@@ -208,6 +214,29 @@ def server_error(request: HttpRequest) -> HttpResponse:
     from django.views.defaults import server_error as django_server_error
 
     return django_server_error(request)
+
+
+class RefuseNulMiddleware:
+    """A NUL (%00) in the path or the query string is a 400 before any view runs.
+
+    No URL needs one, and PostgreSQL text cannot hold one: every query that
+    used it failed, a 500 on API lookups, admin pages and filters alike.
+    Django turns the SuspiciousOperation into handler400's answer (JSON under /v1/).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "\x00" in request.path or any("\x00" in key or "\x00" in value for key, value in _query_items(request)):
+            raise NulInUrl("NUL in the URL")
+        return self.get_response(request)
+
+
+def _query_items(request: HttpRequest) -> Iterator[tuple[str, str]]:
+    for key, values in request.GET.lists():
+        for value in values:
+            yield key, value
 
 
 class ApiErrorMiddleware:

@@ -139,7 +139,10 @@ def test_a_stored_lone_surrogate_renders_in_list_retrieve_and_cancel(raw_client,
 
 def test_a_stored_lone_surrogate_renders_in_the_admin_and_the_browsable_api(stored_surrogates, admin_client, user):
     admin_client.raise_request_exception = False
-    change = admin_client.get(f"/admin/jobs/batch/{stored_surrogates.id}/change/")
+    from django.contrib.admin.utils import quote
+
+    # quote() as the admin's own links do: it escapes the "_" in batch ids.
+    change = admin_client.get(f"/admin/jobs/batch/{quote(stored_surrogates.id)}/change/")
     assert change.status_code == 200
     assert b"\\udc00" in change.content and b"\\ud800" in change.content
     assert admin_client.get("/admin/jobs/batch/").status_code == 200
@@ -311,9 +314,8 @@ def test_another_users_ids_are_not_found_on_every_endpoint(raw_client, bobs):
     assert Batch.objects.count() == 1
 
 
-@pytest.mark.parametrize("object_id", ["ab%00cd", "x" * 3000, "%ED%A0%80", "%FF", "..", "batch_%0A"])
+@pytest.mark.parametrize("object_id", ["x" * 3000, "%ED%A0%80", "%FF", "..", "batch_%0A", "file-%20"])
 def test_odd_ids_in_urls_are_404_not_500(raw_client, object_id):
-    """NUL made PostgreSQL's query itself fail: a 500 for any URL with %00."""
     for response in (
         raw_client.get(f"/v1/files/{object_id}"),
         raw_client.get(f"/v1/files/{object_id}/content"),
@@ -331,9 +333,7 @@ def test_odd_ids_in_urls_are_404_not_500(raw_client, object_id):
         ("limit=" + "9" * 30, "limit"),
         ("limit=-1", "limit"),
         ("limit=1e3", "limit"),
-        ("limit=%00", "limit"),
         ("after=" + "x" * 3000, "after"),
-        ("after=%00", "after"),
         ("after=%ED%A0%80", "after"),
     ],
 )
@@ -345,6 +345,32 @@ def test_huge_or_odd_list_parameters_are_a_400_naming_them(raw_client, url, quer
 
 def test_an_odd_purpose_filter_lists_nothing(raw_client, upload):
     upload(jsonl([chat_line(1)]))
-    for purpose in ("%00", "x" * 3000, "%ED%A0%80"):
+    for purpose in ("x" * 3000, "%ED%A0%80"):
         response = raw_client.get(f"/v1/files?purpose={purpose}")
         assert response.status_code == 200 and response.json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/v1/batches/ab%00cd",
+        "/v1/batches/ab%00cd/cancel",
+        "/v1/files/ab%00cd",
+        "/v1/files/ab%00cd/content",
+        "/v1/batches?after=%00",
+        "/v1/batches?limit=%00",
+        "/v1/files?purpose=batch%00",
+        "/v1/files?x%00=1",
+    ],
+)
+def test_a_nul_in_the_url_is_a_400_before_any_query(raw_client, url):
+    """PostgreSQL text cannot hold NUL: every query that used one failed, a 500."""
+    for response in (raw_client.get(url), raw_client.post(url), raw_client.delete(url)):
+        assert_openai_error(response, 400, "invalid_url")
+
+
+def test_a_nul_in_an_admin_url_is_a_400_page(admin_client):
+    admin_client.raise_request_exception = False
+    for url in ("/admin/jobs/batch/ab%00c/change/", "/admin/jobs/file/ab%00c/change/", "/admin/jobs/batch/?status=%00"):
+        response = admin_client.get(url)
+        assert response.status_code == 400 and response["Content-Type"].startswith("text/html")

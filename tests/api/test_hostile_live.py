@@ -101,7 +101,7 @@ def test_hostile_requests_over_a_socket_get_openai_errors_and_store_nothing(live
     error_of(live.http.post("/v1/batches", data={f"f{i}": "x" for i in range(1001)}), 400, "too_many_fields")
     files = [("file", (f"{i}.jsonl", b"{}\n")) for i in range(101)]
     error_of(live.http.post("/v1/files", data={"purpose": "batch"}, files=files), 400, "too_many_files")
-    error_of(live.http.get("/v1/batches/ab%00cd"), 404, "not_found")
+    error_of(live.http.get("/v1/batches/ab%00cd"), 400, "invalid_url")
     assert not Batch.objects.exists() and File.objects.count() == 1
     live.assert_list_renders()
 
