@@ -36,8 +36,9 @@ class BatchListApi(APIView):
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             has_id, has_file = "input_file_id" in attrs, "file" in attrs
             if has_id == has_file:
+                which = "not both" if has_id else "one is required"
                 raise serializers.ValidationError(
-                    {"input_file_id": "Give either input_file_id (JSON) or file (multipart upload), not both."}
+                    {"input_file_id": f"Give either input_file_id (JSON) or file (multipart upload): {which}."}
                 )
             if has_id and "endpoint" not in attrs:
                 raise serializers.ValidationError({"endpoint": "This field is required."})

@@ -374,3 +374,10 @@ def test_a_nul_in_an_admin_url_is_a_400_page(admin_client):
     for url in ("/admin/jobs/batch/ab%00c/change/", "/admin/jobs/file/ab%00c/change/", "/admin/jobs/batch/?status=%00"):
         response = admin_client.get(url)
         assert response.status_code == 400 and response["Content-Type"].startswith("text/html")
+
+
+def test_a_create_with_neither_input_file_id_nor_file_says_one_is_required(raw_client, stored):
+    for response in (create(raw_client, {"endpoint": ENDPOINT}), raw_client.post("/v1/batches", {"model": CHAT_MODEL})):
+        error = assert_openai_error(response, 400, "invalid_value", "input_file_id")
+        assert "one is required" in error["message"]
+    stored.assert_unchanged()
