@@ -23,7 +23,7 @@ SECRET_KEY = secret_key(env, DATA_DIR)
 ALLOWED_HOSTS = env.items("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.items("CSRF_TRUSTED_ORIGINS", ["http://localhost", "http://127.0.0.1"])
 
-# Behind TLS (README, "In production"). With all of them set,
+# Behind a TLS proxy (README, "On PostgreSQL, and on many hosts"). With all of them set,
 # `manage.py check --deploy` has nothing to say (tests/test_env.py).
 _https = read_https_settings(env)
 SECURE_SSL_REDIRECT = _https.ssl_redirect

@@ -87,10 +87,11 @@ class NulInUrl(SuspiciousOperation):
 
 
 def from_django(exc: Exception) -> ApiError | None:
-    """Django's refusals of a request body, raised while DRF reads it, as OpenAI errors.
+    """Django's refusals of a request, as OpenAI errors (None for any other exception).
 
-    Django raises these past its DATA_UPLOAD_* limits; left alone they were
-    500s, though nothing is wrong with the server.
+    Django raises these past its DATA_UPLOAD_* limits while DRF reads a body,
+    and for a bad Host or a NUL in the URL before any view; in a view they
+    were 500s, though nothing is wrong with the server.
     """
     if isinstance(exc, RequestDataTooBig):
         return ApiError(

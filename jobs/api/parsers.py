@@ -18,7 +18,8 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
 from jobs.services import safe_json
 
-__all__ = ["StrictJSONParser", "FormParser", "MultiPartParser", "PARSERS"]
+# DRF's form parsers need nothing more (Django bounds their bodies); views take all three from here.
+__all__ = ["StrictJSONParser", "FormParser", "MultiPartParser"]
 
 
 class StrictJSONParser(JSONParser):
@@ -40,6 +41,3 @@ class StrictJSONParser(JSONParser):
             return safe_json.loads(text)
         except safe_json.JsonRefused as exc:
             raise ParseError(f"The request body {exc.message}.") from None
-
-
-PARSERS = [StrictJSONParser, MultiPartParser, FormParser]
