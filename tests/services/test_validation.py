@@ -99,6 +99,13 @@ def test_json_the_system_cannot_carry_fails_the_batch_naming_the_line(
     assert error["param"] == param
 
 
+def test_a_first_line_model_longer_than_the_column_fails_the_batch_not_the_server(client, models, upload):
+    """It became the failed batch's model: PostgreSQL refused 300 characters in varchar(200), a 500."""
+    batch = create(client, upload, jsonl([chat_line(1, model="m" * 300), chat_line(2)]))
+    assert_failed(batch, "invalid_model", 1)
+    assert len(batch["model"]) <= 200
+
+
 def test_a_line_nested_as_deep_as_allowed_and_escaped_surrogate_pairs_are_accepted(client, models, upload):
     deepest = chat_line(5)
     deepest["body"]["x"] = json.loads("[" * 62 + "]" * 62)  # the line is 64 levels deep
