@@ -14,5 +14,6 @@ urlpatterns = [
     path("", include("jobs.web.urls")),
 ]
 
+handler400 = "jobs.api.errors.bad_request"
 handler404 = "jobs.api.errors.not_found"
 handler500 = "jobs.api.errors.server_error"
