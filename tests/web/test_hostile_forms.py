@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.test import Client
 
 from jobs.models import ApiKey, Batch
@@ -57,7 +58,8 @@ def everything_renders(browser: Client, staff: Client, batch: Batch) -> None:
     for path in (f"/batches/{batch.id}", "/batches", "/dashboard", "/dashboard/live", f"/batches/{batch.id}/live"):
         assert browser.get(path).status_code == 200, path
     assert staff.get("/admin/jobs/batch/").status_code == 200
-    assert staff.get(f"/admin/jobs/batch/{batch.id}/change/").status_code == 200
+    # The admin escapes ids in its URLs ("_" is "_5F"): unescaped, "batch_25…" would read as "batch%…".
+    assert staff.get(f"/admin/jobs/batch/{quote(batch.id)}/change/").status_code == 200
 
 
 @pytest.fixture
