@@ -13,14 +13,10 @@ from typing import Any
 from jobs.errors import InvalidRequest, not_found
 from jobs.models import Batch, File
 from jobs.models.batches import BatchQuerySet
+from jobs.models.ids import could_be_id
 from jobs.services import batches as batch_service
 
 BATCH_FILES = ("input", "output", "error")
-
-# Longer than any id new_batch_id makes; checked before querying so that a
-# hostile id (a NUL byte, which PostgreSQL refuses in text, or megabytes of
-# path) is simply not found.
-_MAX_ID_LENGTH = 64
 
 
 def sees_in_full(user: Any, batch: Batch) -> bool:
@@ -35,9 +31,8 @@ def visible_batches(user: Any, everyone: bool = False) -> BatchQuerySet:
 
 
 def get_visible_batch(user: Any, batch_id: str) -> Batch:
-    if len(batch_id) > _MAX_ID_LENGTH or "\x00" in batch_id:
-        raise not_found("batch", batch_id[:_MAX_ID_LENGTH], "batch_id")
-    batch = Batch.objects.select_related("owner").filter(pk=batch_id).first()
+    # A hostile id (NUL, which PostgreSQL cannot query, or megabytes of path) names nothing.
+    batch = Batch.objects.select_related("owner").filter(pk=batch_id).first() if could_be_id(batch_id) else None
     if batch is None or not sees_in_full(user, batch):
         raise not_found("batch", batch_id, "batch_id")
     return batch
@@ -54,8 +49,8 @@ def batch_file(user: Any, batch_id: str, kind: str) -> File:
         raise InvalidRequest(f"kind must be one of: {', '.join(BATCH_FILES)}.", param="kind", code="invalid_value")
     batch = get_visible_batch(user, batch_id)
     file_id = getattr(batch, f"{kind}_file_id")
-    # Users may delete their files (OpenAI allows it); the batch keeps the id.
-    file = File.objects.filter(pk=file_id).first() if file_id else None
+    # Users may delete their files (OpenAI allows it) and files expire; the batch keeps the id.
+    file = File.objects.live().filter(pk=file_id).first() if file_id else None
     if file is None:
         raise not_found("file", file_id or f"{kind} file of {batch_id}", "file_id")
     return file

@@ -116,10 +116,17 @@ def test_a_finished_batch_offers_its_output_and_error_files(web, models, user):
     assert web.get(f"/batches/{batch_id}/files/input").status_code == 200
 
 
-def test_downloads_of_missing_or_unknown_files_are_not_found(web, client, models):
+def test_downloads_of_missing_expired_or_unknown_files_are_not_found(web, client, models):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
     batch = make_batch(web)
     assert web.get(f"/batches/{batch.id}/files/output").status_code == 404  # not finished yet
     assert web.get(f"/batches/{batch.id}/files/secrets").status_code == 404
+    File.objects.filter(pk=batch.input_file_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert web.get(f"/batches/{batch.id}/files/input").status_code == 404  # expired, not yet swept
+    File.objects.filter(pk=batch.input_file_id).update(expires_at=None)
     web.post(f"/batches/{batch.id}/cancel")
     assert client.delete(f"/v1/files/{batch.input_file_id}").status_code == 200
     assert web.get(f"/batches/{batch.id}/files/input").status_code == 404
