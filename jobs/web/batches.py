@@ -17,6 +17,7 @@ from jobs.errors import BatchsiteError, NotFound
 from jobs.models import Batch, BatchStatus
 from jobs.services import access, scheduling
 from jobs.services import files as file_service
+from jobs.services import retry as retry_service
 from jobs.services.objects import batch_object
 from jobs.web.decorators import login_required_live
 from jobs.web.forms import BatchFilterForm
@@ -65,6 +66,9 @@ def batch_context(request: HttpRequest, batch: Batch) -> dict[str, Any]:
         "line_errors": shown,
         "error_total": total,
         "can_cancel": batch.status in CANCELLABLE,
+        # Retrying makes a batch of the owner's: offered to the owner, on a batch with lines to rerun.
+        "can_retry": batch.is_terminal and batch.error_file_id is not None and batch.owner_id == request.user.pk,
+        "retry_filters": retry_service.FILTERS,
         "is_other_users": batch.owner_id != request.user.pk,
         "live": not batch.is_terminal,
         # The event is sent after the batch ends: keep following it until it has gone out.
@@ -101,6 +105,21 @@ def batch_cancel(request: HttpRequest, batch_id: str) -> HttpResponse:
         else:
             messages.success(request, "Cancelling: the requests already running finish, the rest are skipped.")
     return redirect("batch", batch_id=batch_id)
+
+
+@require_POST
+@login_required
+def batch_retry(request: HttpRequest, batch_id: str) -> HttpResponse:
+    """A new batch of the lines in this batch's error file (the same service as POST /v1/batches/{id}/retry)."""
+    try:
+        retried = retry_service.retry_batch(request.user, batch_id, request.POST.get("filter", "all"))
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    except BatchsiteError as exc:
+        messages.error(request, exc.message)
+        return redirect("batch", batch_id=batch_id)
+    messages.success(request, f"Retrying {retried.total} lines of {batch_id} in this new batch.")
+    return redirect("batch", batch_id=retried.id)
 
 
 @login_required

@@ -1,4 +1,4 @@
-"""The API keys page: create a named key (its secret shown once), list, revoke."""
+"""The API keys page: create a named key (its secret shown once), list, revoke; the webhook signing secret."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 
 from jobs.errors import BatchsiteError, NotFound
 from jobs.services import keys as key_service
+from jobs.services import webhook_secrets
 from jobs.web.forms import KeyForm
 
 
@@ -32,11 +33,30 @@ def keys_page(request: HttpRequest) -> HttpResponse:
                 form = KeyForm()
         else:
             status = 400
-    context.update(form=form, keys=list(key_service.keys_of(request.user)), api_base=request.build_absolute_uri("/v1"))
+    context.update(
+        form=form,
+        keys=list(key_service.keys_of(request.user)),
+        api_base=request.build_absolute_uri("/v1"),
+        # Unlike an API key, the webhook secret is shown whenever asked: receivers
+        # need it to verify, and it grants no access to the API.
+        webhook_secret=webhook_secrets.get_or_create(request.user),
+    )
     response = render(request, "web/keys.html", context, status=status)
     if "secret" in context:
         response["Cache-Control"] = "no-store"
     return response
+
+
+@require_POST
+@login_required
+def webhook_secret_rotate(request: HttpRequest) -> HttpResponse:
+    secret = webhook_secrets.rotate(request.user)
+    messages.success(
+        request,
+        "A new webhook secret is in use. Events are signed with both the new and the old secret until "
+        f"{secret.previous_until:%Y-%m-%d %H:%M} UTC; switch your receivers to the new one before then.",
+    )
+    return redirect("keys")
 
 
 @require_POST

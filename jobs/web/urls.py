@@ -21,9 +21,11 @@ urlpatterns = [
     path("batches/<str:batch_id>", batches.batch_detail, name="batch"),
     path("batches/<str:batch_id>/live", batches.batch_live, name="batch-live"),
     path("batches/<str:batch_id>/cancel", batches.batch_cancel, name="batch-cancel"),
+    path("batches/<str:batch_id>/retry", batches.batch_retry, name="batch-retry"),
     path("batches/<str:batch_id>/files/<str:kind>", batches.batch_download, name="batch-file"),
     path("keys", keys.keys_page, name="keys"),
     path("keys/<int:key_id>/revoke", keys.key_revoke, name="key-revoke"),
+    path("keys/webhook-secret/rotate", keys.webhook_secret_rotate, name="webhook-secret-rotate"),
     # The seed's pages, kept working.
     path("submit_batch.html", RedirectView.as_view(pattern_name="submit", permanent=True)),
     path("dashboard.html", RedirectView.as_view(pattern_name="dashboard", permanent=True)),

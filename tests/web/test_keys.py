@@ -89,3 +89,25 @@ def test_bad_names_are_refused_and_no_key_is_made(web, name, message):
     response = web.post("/keys", {"name": name})
     assert response.status_code == 400 and message in response.content.decode()
     assert not ApiKey.objects.exists()
+
+
+def test_the_webhook_secret_is_shown_and_rotation_keeps_the_old_one_signing(web, user):
+    from jobs.services import webhook_secrets
+
+    page = web.get("/keys").content.decode()
+    first = re.search(r'value="(whsec_[^"]+)" id="whsec"', page).group(1)
+    assert first == webhook_secrets.get_or_create(user).secret
+    assert web.get("/keys/webhook-secret/rotate").status_code == 405
+    response = web.post("/keys/webhook-secret/rotate", follow=True)
+    page = response.content.decode()
+    second = re.search(r'value="(whsec_[^"]+)" id="whsec"', page).group(1)
+    assert second != first and 'id="previous-secret"' in page and "switch your receivers" in page
+    assert webhook_secrets.signing_secrets(user) == [second, first]
+
+
+def test_each_user_sees_only_their_own_webhook_secret(web, bob_web, user, bob):
+    from jobs.services import webhook_secrets
+
+    bob_page = bob_web.get("/keys").content.decode()
+    assert webhook_secrets.get_or_create(bob).secret in bob_page
+    assert webhook_secrets.get_or_create(user).secret not in bob_page
