@@ -9,7 +9,7 @@ from jobs.models.batches import (
 from jobs.models.files import File, FilePurpose
 from jobs.models.keys import ApiKey
 from jobs.models.registry import ENDPOINT_KINDS, RegisteredModel
-from jobs.models.workers import Worker, WorkerState
+from jobs.models.workers import ModelLoadFailure, Worker, WorkerState
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -22,6 +22,7 @@ __all__ = [
     "ChunkStatus",
     "File",
     "FilePurpose",
+    "ModelLoadFailure",
     "RegisteredModel",
     "Worker",
     "WorkerState",
