@@ -15,6 +15,7 @@ from jobs.models import Batch
 from jobs.services import batches as batch_service
 from jobs.services import scheduling
 from jobs.services.batches import BatchRequest
+from jobs.services.expiry import expire_overdue
 from jobs.services.objects import batch_object
 
 
@@ -44,6 +45,7 @@ class BatchListApi(APIView):
 
     def get(self, request: Request) -> Response:
         params = request.query_params
+        expire_overdue(owner=request.user)  # with no worker running, nothing else would
         rows, has_more = cursor_page(
             Batch.objects.owned_by(request.user),
             params.get("after"),
