@@ -57,17 +57,19 @@ def text_of(result: EngineResult) -> str:
 
 
 def engine_children() -> list[Any]:
-    """Our descendants, minus multiprocessing's resource tracker and the reference runs."""
+    """Our descendants, minus multiprocessing's resource tracker, the reference runs, and the
+    session's servers and workers (gunicorn, run_gpu_worker: tests that ran earlier started them)."""
     import psutil
 
     skip: set[int] = set()
     kids = psutil.Process().children(recursive=True)
+    others = ("resource_tracker", "vllm.entrypoints.openai", "gunicorn", "manage.py")
     for proc in kids:
         try:
             cmdline = " ".join(proc.cmdline())
         except psutil.Error:
             continue
-        if "resource_tracker" in cmdline or "vllm.entrypoints.openai" in cmdline:
+        if any(other in cmdline for other in others):
             skip.add(proc.pid)
             skip.update(p.pid for p in proc.children(recursive=True))
     return [p for p in kids if p.pid not in skip and p.is_running()]
