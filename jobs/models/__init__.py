@@ -10,7 +10,7 @@ from jobs.models.files import File, FilePurpose
 from jobs.models.keys import ApiKey
 from jobs.models.registry import ENDPOINT_KINDS, RegisteredModel
 from jobs.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSecret
-from jobs.models.workers import Worker, WorkerState
+from jobs.models.workers import ModelLoadFailure, Worker, WorkerState
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -24,6 +24,7 @@ __all__ = [
     "DeliveryStatus",
     "File",
     "FilePurpose",
+    "ModelLoadFailure",
     "RegisteredModel",
     "WebhookAttempt",
     "WebhookDelivery",

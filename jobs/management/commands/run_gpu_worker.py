@@ -1,12 +1,25 @@
 from __future__ import annotations
 
 import logging
+import os
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from jobs.worker import GpuWorker
+
+
+def skew_clock_for_tests() -> None:
+    """Fault injection for the clock-skew test: this worker's host clock runs
+    BATCHSITE_TEST_CLOCK_OFFSET_SECONDS off (as Django sees it). Off unless set."""
+    offset = float(os.environ.get("BATCHSITE_TEST_CLOCK_OFFSET_SECONDS", "0"))
+    if offset:
+        real_now = timezone.now
+        timezone.now = lambda: real_now() + timedelta(seconds=offset)
+        logging.getLogger("batchsite.worker").warning("test hook: this worker's clock is %+.0fs off", offset)
 
 
 class Command(BaseCommand):
@@ -32,6 +45,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         logging.getLogger("batchsite").setLevel(options["log_level"])
+        skew_clock_for_tests()
         engine = import_string(options["engine"])()
         worker = GpuWorker(
             engine,
