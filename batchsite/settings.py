@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchsite.env import BASE_DIR, Reader, read_limits, read_worker_settings, secret_key
+from batchsite.env import (
+    BASE_DIR,
+    Reader,
+    read_limits,
+    read_scheduler_settings,
+    read_worker_settings,
+    secret_key,
+)
 
 env = Reader()
 
@@ -25,6 +32,7 @@ CSRF_TRUSTED_ORIGINS = env.items("CSRF_TRUSTED_ORIGINS", ["http://localhost", "h
 
 BATCHSITE = read_limits(env)
 BATCHSITE_WORKER = read_worker_settings(env)
+BATCHSITE_SCHEDULER = read_scheduler_settings(env)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -84,6 +92,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # its PRAGMAs) cost more than the request itself under polling load.
 DATABASES["default"]["CONN_MAX_AGE"] = env.integer("BATCHSITE_CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# The queue plan (positions and ETAs, jobs/services/scheduling/plan.py) is
+# cached per process: computing it is a few small queries, cheaper than a round
+# trip to a shared cache, and needs nothing set up. Point "queue_plan" at a
+# shared backend to compute it once per interval for the whole fleet.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "queue_plan": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "queue-plan"},
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
