@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from jobs.models import ApiKey, Batch, Chunk, File, RegisteredModel, Worker
+from jobs.models import ApiKey, Batch, Chunk, File, ModelMeasure, RegisteredModel, Worker
 
 CHUNK_FIELDS = (
     "index",
@@ -74,16 +74,49 @@ class FileAdmin(admin.ModelAdmin):
 
 @admin.register(RegisteredModel)
 class RegisteredModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "source", "endpoints", "enabled", "created_at"]
+    list_display = [
+        "name",
+        "source",
+        "endpoints",
+        "enabled",
+        "expected_requests_per_second",
+        "expected_load_seconds",
+        "created_at",
+    ]
     list_filter = ["enabled"]
     search_fields = ["name", "source"]
 
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ["id", "host", "pid", "device", "state", "loaded_model", "heartbeat_at", "started_at"]
+    list_display = ["id", "host", "pid", "device", "state", "loaded_model", "scheduler", "heartbeat_at", "started_at"]
     list_filter = ["state", "host"]
     search_fields = ["id", "host"]
+
+
+MEASURE_FIELDS = (
+    "model",
+    "host",
+    "device",
+    "requests_per_second",
+    "output_tokens_per_second",
+    "load_seconds",
+    "chunks",
+    "loads",
+    "updated_at",
+)
+
+
+@admin.register(ModelMeasure)
+class ModelMeasureAdmin(admin.ModelAdmin):
+    """What the workers measured (the queue plan's rates); deleting a row makes the plan fall back to priors."""
+
+    list_display = MEASURE_FIELDS
+    list_filter = ["model", "host"]
+    readonly_fields = MEASURE_FIELDS
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(ApiKey)

@@ -8,6 +8,7 @@ from jobs.models.batches import (
 )
 from jobs.models.files import File, FilePurpose
 from jobs.models.keys import ApiKey
+from jobs.models.measures import ModelMeasure
 from jobs.models.registry import ENDPOINT_KINDS, RegisteredModel
 from jobs.models.workers import Worker, WorkerState
 
@@ -22,6 +23,7 @@ __all__ = [
     "ChunkStatus",
     "File",
     "FilePurpose",
+    "ModelMeasure",
     "RegisteredModel",
     "Worker",
     "WorkerState",

@@ -1,0 +1,170 @@
+"""What each model costs on each worker: measured rates and load times, with priors.
+
+Workers record a measurement at every chunk completion (requests/s and output
+tokens/s, exponentially weighted) and at every model load (seconds), per model
+and GPU slot (host and device). The queue plan reads them back through an
+``Estimator``, which falls back, for a model not yet measured on a slot, to
+the model's measurements on other slots, then to the operator's prior on the
+registered model, then to the fleet's average, and says "unknown" (None) only
+when there is nothing at all to go on.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from statistics import fmean
+
+from django.db import transaction
+
+from jobs.models import ModelMeasure, RegisteredModel
+
+# A chunk's rate moves the average by 1 - exp(-seconds / HORIZON): a chunk of a
+# minute or more mostly replaces it, a short one nudges it (short chunks are
+# noisy: start-up and the last requests' tail weigh more in them), but never
+# by less than MIN_WEIGHT, so a model whose work changed is followed in a few chunks.
+RATE_HORIZON_SECONDS = 60.0
+MIN_WEIGHT = 0.1
+# Loads are few and similar: each moves the average half way.
+LOAD_WEIGHT = 0.5
+
+Slot = tuple[str, str]  # (host, device)
+
+
+def _blend(old: float | None, new: float, weight: float) -> float:
+    return new if old is None else old + weight * (new - old)
+
+
+def record_chunk(model: str, slot: Slot, requests: int, output_tokens: int, seconds: float) -> None:
+    """A chunk of ``requests`` lines ran in ``seconds`` of the engine's time on ``slot``."""
+    if requests <= 0 or not seconds > 0 or not math.isfinite(seconds):
+        return
+    weight = max(MIN_WEIGHT, 1.0 - math.exp(-seconds / RATE_HORIZON_SECONDS))
+    with transaction.atomic():
+        measure = _row(model, slot)
+        measure.requests_per_second = _blend(measure.requests_per_second, requests / seconds, weight)
+        measure.output_tokens_per_second = _blend(
+            measure.output_tokens_per_second, max(output_tokens, 0) / seconds, weight
+        )
+        measure.chunks += 1
+        measure.save()
+
+
+def record_load(model: str, slot: Slot, seconds: float) -> None:
+    """``model`` became ready on ``slot`` ``seconds`` after the worker set out to load it."""
+    if not seconds >= 0 or not math.isfinite(seconds):
+        return
+    with transaction.atomic():
+        measure = _row(model, slot)
+        measure.load_seconds = _blend(measure.load_seconds, seconds, LOAD_WEIGHT)
+        measure.loads += 1
+        measure.save()
+
+
+def _row(model: str, slot: Slot) -> ModelMeasure:
+    # Locked for the read-modify-write (on SQLite the transaction's write lock
+    # does it): two workers on one slot must not lose each other's samples.
+    measure, _ = ModelMeasure.objects.select_for_update().get_or_create(model=model, host=slot[0], device=slot[1])
+    return measure
+
+
+class Meter:
+    """A worker's own account of its engine: swaps made, and the measurements it records.
+
+    A swap is a load of a model other than the one the worker last loaded (a
+    reload of the same model after an engine death is not one, nor is the first).
+    """
+
+    def __init__(self, device: str) -> None:
+        self.slot: Slot = (socket.gethostname(), device)
+        self.swaps = 0
+        self.last_model: str | None = None
+        self._engine_free_at = 0.0  # monotonic time the previous chunk ended
+
+    def loaded(self, model: str, seconds: float) -> bool:
+        """Record a load; True if it was a swap."""
+        swapped = self.last_model is not None and self.last_model != model
+        self.swaps += swapped
+        self.last_model = model
+        record_load(model, self.slot, seconds)
+        return swapped
+
+    def chunk_done(self, model: str, requests: int, output_tokens: int, started: float) -> None:
+        """A chunk fed from ``started`` (monotonic) ended now.
+
+        The engine runs the next chunk's first lines while the previous one's
+        last lines finish, so a chunk's own time starts when the previous one
+        ended if that is later: the sum of the chunks' times is then the
+        engine's busy time, and the rate is not understated by the overlap.
+        """
+        now = time.monotonic()
+        seconds = now - max(started, self._engine_free_at)
+        self._engine_free_at = now
+        record_chunk(model, self.slot, requests, output_tokens, seconds)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float | None
+    basis: str  # "measured", "measured elsewhere", "prior", "fleet average" or "unknown"
+
+
+class Estimator:
+    """Rates and load times per (model, slot), from the measurements and priors read once."""
+
+    def __init__(self, measures: Iterable[ModelMeasure], priors: dict[str, tuple[float | None, float | None]]) -> None:
+        self._rate: dict[tuple[str, Slot], float] = {}
+        self._load: dict[tuple[str, Slot], float] = {}
+        for m in measures:
+            key = (m.model, (m.host, m.device))
+            if m.requests_per_second and m.requests_per_second > 0:
+                self._rate[key] = m.requests_per_second
+            if m.load_seconds is not None and m.load_seconds >= 0:
+                self._load[key] = m.load_seconds
+        self._priors = priors
+        self._fleet_rate = fmean(self._rate.values()) if self._rate else None
+        self._fleet_load = fmean(self._load.values()) if self._load else None
+
+    @classmethod
+    def from_database(cls) -> Estimator:
+        priors = {
+            name: (rate, load)
+            for name, rate, load in RegisteredModel.objects.values_list(
+                "name", "expected_requests_per_second", "expected_load_seconds"
+            )
+        }
+        return cls(ModelMeasure.objects.all(), priors)
+
+    def rate(self, model: str, slot: Slot | None) -> Estimate:
+        """Requests/s of ``model`` on ``slot`` (None: a worker not yet known)."""
+        prior = self._priors.get(model, (None, None))[0]
+        return self._estimate(self._rate, model, slot, prior, self._fleet_rate)
+
+    def load(self, model: str, slot: Slot | None) -> Estimate:
+        prior = self._priors.get(model, (None, None))[1]
+        return self._estimate(self._load, model, slot, prior, self._fleet_load)
+
+    def seconds_per_request(self, model: str, slot: Slot | None) -> float | None:
+        rate = self.rate(model, slot).value
+        return 1.0 / rate if rate else None
+
+    def load_seconds(self, model: str, slot: Slot | None) -> float | None:
+        return self.load(model, slot).value
+
+    @staticmethod
+    def _estimate(
+        table: dict[tuple[str, Slot], float], model: str, slot: Slot | None, prior: float | None, fleet: float | None
+    ) -> Estimate:
+        if slot is not None and (model, slot) in table:
+            return Estimate(table[(model, slot)], "measured")
+        elsewhere = [value for (name, _), value in table.items() if name == model]
+        if elsewhere:
+            return Estimate(fmean(elsewhere), "measured elsewhere")
+        if prior is not None:
+            return Estimate(prior, "prior")
+        if fleet is not None:
+            return Estimate(fleet, "fleet average")
+        return Estimate(None, "unknown")
