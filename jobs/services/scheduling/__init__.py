@@ -1,33 +1,55 @@
-"""Where each unfinished batch stands in the queue, and when it should finish."""
+"""Scheduling: which chunk a worker claims next (the policy), and where each batch stands.
+
+- policy.py: the policies, one function each, and the policy in force.
+- state.py: the queue and the live workers as one read.
+- estimates.py: measured rates and load times (and the worker's Meter that records them).
+- simulation.py: the queue run forward under the policies.
+- plan.py: positions and ETAs for every unfinished batch, cached.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.utils import timezone
+from django.conf import settings
 
-from jobs.models import Batch, BatchStatus
+from jobs.models import Batch
+from jobs.services.scheduling import state
+from jobs.services.scheduling.estimates import Estimator, Meter
+from jobs.services.scheduling.plan import BatchPlan, QueuePlan, plan_for, queue_plan
+from jobs.services.scheduling.policy import POLICIES, Pick, current_policy
+
+__all__ = [
+    "POLICIES",
+    "BatchPlan",
+    "Estimator",
+    "Meter",
+    "Pick",
+    "QueuePlan",
+    "choose",
+    "current_policy",
+    "estimated_completion",
+    "plan_for",
+    "queue_plan",
+    "queue_positions",
+]
+
+
+def choose(worker_id: str, now: datetime, loaded: str | None = None) -> tuple[str, Pick | None]:
+    """The policy in force and what it picks for ``worker_id`` holding ``loaded``
+    (by default, the model its row says it has loaded)."""
+    name = current_policy()
+    queue = state.read(now)
+    held = loaded if loaded is not None else queue.loaded_on(worker_id)
+    situation = queue.situation(worker_id, held, settings.BATCHSITE_SCHEDULER.affinity_max_wait_seconds)
+    return name, POLICIES[name](situation)
 
 
 def queue_positions() -> dict[str, int]:
-    """Batches still to run, oldest first: 0 is the one workers take next (or run now).
-
-    The queue is bounded by BATCHSITE_MAX_QUEUED_BATCHES, so this is one small query.
-    """
-    ids = Batch.objects.filter(status=BatchStatus.IN_PROGRESS).in_queue_order().values_list("id", flat=True)
-    return {batch_id: position for position, batch_id in enumerate(ids)}
+    """Each unfinished batch's position: 0 started, 1 next to start, ..."""
+    return queue_plan().positions()
 
 
 def estimated_completion(batch: Batch) -> datetime | None:
-    """When the batch should finish, at the rate its requests have finished so far.
-
-    Null until a worker has started it and finished at least one request; the
-    rate covers all its workers, so adding GPUs shortens the estimate.
-    """
-    done = batch.completed + batch.failed
-    if batch.status != BatchStatus.IN_PROGRESS or batch.started_at is None or done == 0:
-        return None
-    now = timezone.now()
-    elapsed = (now - batch.started_at).total_seconds()
-    remaining = max(batch.total - done, 0)
-    return now + timedelta(seconds=elapsed * remaining / done)
+    entry = plan_for(batch)
+    return entry.finishes_at if entry is not None else None
