@@ -19,6 +19,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, Worker, WorkerState
+from jobs.services import scheduling
 
 log = logging.getLogger("batchsite.worker")
 
@@ -52,10 +53,14 @@ def stop_worker(worker_id: str) -> None:
 
 
 def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
-    """Claim the oldest pending chunk (oldest batch, then chunk index) in one short transaction.
+    """Claim the chunk the scheduling policy picks for this worker, in one short transaction.
 
-    With ``model``, only if that oldest chunk is for ``model``: a worker
-    keeping its engine fed does not jump the queue to avoid a swap (FIFO).
+    The policy (jobs/services/scheduling/policy.py) names a model, or the
+    queue's head whatever its model; the claim then takes that model's oldest
+    pending chunk (oldest batch, then chunk index), so each model's batches
+    run in FIFO order. ``model``: the worker keeping its engine fed with the
+    model it has loaded wants a chunk for that model only, and only if the
+    policy would give it one (under fifo: if the queue's head is for it).
 
     PostgreSQL: FOR UPDATE OF the chunk row SKIP LOCKED, so concurrent workers
     skip each other's candidates instead of queueing on them. SQLite: the
@@ -65,11 +70,13 @@ def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
     """
     now = timezone.now()
     with transaction.atomic():
-        candidates = (
-            Chunk.objects.pending()
-            .filter(batch__status=BatchStatus.IN_PROGRESS, batch__expires_at__gt=now)
-            .in_queue_order()
-        )
+        policy, pick = scheduling.choose(worker_id, now, loaded=model)
+        if pick is None or (model is not None and pick.model not in (None, model)):
+            return None
+        candidates = Chunk.objects.pending().filter(batch__status=BatchStatus.IN_PROGRESS, batch__expires_at__gt=now)
+        if pick.model is not None:
+            candidates = candidates.filter(batch__model=pick.model)
+        candidates = candidates.in_queue_order()
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True, of=("self",))
         chunk = candidates.select_related("batch").first()
@@ -89,12 +96,14 @@ def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
         Batch.objects.filter(pk=chunk.batch_id, started_at__isnull=True).update(started_at=now)
     chunk = Chunk.objects.select_related("batch").get(pk=chunk.pk)
     log.info(
-        "claimed %s (lines %d-%d, attempt %d) model=%s",
+        "claimed %s (lines %d-%d, attempt %d) model=%s scheduler=%s (%s)",
         chunk,
         chunk.first_line,
         chunk.first_line + chunk.request_count - 1,
         chunk.attempts,
         chunk.batch.model,
+        policy,
+        pick.reason,
     )
     return chunk
 
