@@ -21,7 +21,7 @@ from django.db.utils import InterfaceError, OperationalError
 from jobs.engine.base import Engine, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
 from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id
-from jobs.services import lifecycle, queue, results
+from jobs.services import lifecycle, queue, results, scheduling
 from jobs.worker_feed import ChunkRun, Feeder
 
 log = logging.getLogger("batchsite.worker")
@@ -58,6 +58,7 @@ class GpuWorker:
         self._abort_timer: threading.Timer | None = None
         self.spec: ModelSpec | None = None
         self.feeder: Feeder | None = None
+        self.meter = scheduling.Meter(device)  # swaps, and the rates and load times the queue plan uses
         # Set while in-flight requests are being aborted: vLLM's serving layer
         # answers a cancelled request with an error body ("Client disconnected"),
         # which must not be written as that line's result.
@@ -83,7 +84,13 @@ class GpuWorker:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         queue.register_worker(self.id, self.device, os.getpid())
-        log.info("worker %s started (pid %d, device %s)", self.id, os.getpid(), self.device or "-")
+        log.info(
+            "worker %s started (pid %d, device %s, scheduler=%s)",
+            self.id,
+            os.getpid(),
+            self.device or "-",
+            scheduling.current_policy(),
+        )
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         backoff = 1.0
@@ -113,7 +120,9 @@ class GpuWorker:
             self._beat_stop.set()
             beat.join(timeout=10)
             queue.stop_worker(self.id)
-            log.info("worker %s stopped", self.id)
+            log.info(
+                "worker %s stopped (swaps=%d scheduler=%s)", self.id, self.meter.swaps, scheduling.current_policy()
+            )
         return 0
 
     def _heartbeat_loop(self) -> None:
@@ -134,7 +143,7 @@ class GpuWorker:
 
     def beat(self) -> None:
         loaded = self.engine.loaded_model or ""
-        if not queue.heartbeat(self.id, state=self.state, loaded_model=loaded):
+        if not queue.heartbeat(self.id, state=self.state, loaded_model=loaded, scheduler=scheduling.current_policy()):
             # The row is gone (an operator deleted it in the admin, or a test
             # emptied the tables): a live worker must stay visible, and its
             # claims reference the row, so it registers again.
@@ -195,6 +204,7 @@ class GpuWorker:
         if self.engine.loaded_model == spec.name and self.spec == spec:
             return
         self.state = WorkerState.LOADING
+        began = time.monotonic()
         if self.engine.loaded_model is not None:
             started = time.monotonic()
             previous = self.engine.loaded_model
@@ -204,7 +214,15 @@ class GpuWorker:
         self.spec = None
         self.engine.load(spec)
         self.spec = spec
-        log.info("model %s ready in %.2fs", spec.name, time.monotonic() - started)
+        ready = time.monotonic()
+        self.meter.loaded(spec.name, ready - began)
+        log.info(
+            "model %s ready in %.2fs (swaps=%d scheduler=%s)",
+            spec.name,
+            ready - started,
+            self.meter.swaps,
+            scheduling.current_policy(),
+        )
 
     def fail_batch(self, batch: Batch, code: str, message: str) -> None:
         log.error("batch %s failed: %s", batch.id, message)
@@ -279,6 +297,9 @@ class GpuWorker:
             log.warning("chunk %s was taken from this worker before it was marked done", chunk)
             return
         queue.refresh_batch_counts(chunk.batch_id)
+        if not run.stopped:  # a run cut short by cancel/expiry says little about the rate
+            tokens = run.usage.get("completion_tokens", 0)
+            self.meter.chunk_done(chunk.batch.model, run.completed + run.failed, tokens, run.started)
         elapsed = max(time.monotonic() - run.started, 1e-9)
         log.info(
             "chunk %s done: %d ok, %d failed, %.1f req/s, %d output tokens",

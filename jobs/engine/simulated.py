@@ -6,6 +6,8 @@ body so tests can provoke faults:
   body["sim_sleep"]: seconds this request "computes" (default SIM_SLEEP_SECONDS or 0)
   body["sim_crash"]: true makes the engine die (EngineDeadError) when it runs
   body["sim_fail"]:  an HTTP status to answer with an error body
+Loading sleeps the model's engine option ``sim_load_seconds``, else
+SIM_LOAD_SECONDS (so two models can load at different speeds, as real ones do).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class SimulatedEngine:
         if spec.source.startswith("missing:"):
             raise ModelLoadError(f"could not load model {spec.name!r}: no such source {spec.source!r}")
         if self._model != spec.name:
-            time.sleep(float(os.environ.get("SIM_LOAD_SECONDS", "0")))
+            time.sleep(float(spec.engine_options.get("sim_load_seconds", os.environ.get("SIM_LOAD_SECONDS", "0"))))
             self._model = spec.name
             self.loads += 1
 
