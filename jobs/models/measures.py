@@ -16,6 +16,11 @@ class ModelMeasure(models.Model):
     device = models.CharField(max_length=255, blank=True)
     requests_per_second = models.FloatField(null=True, blank=True)
     output_tokens_per_second = models.FloatField(null=True, blank=True)
+    # The exponentially decayed sums the two rates are the ratios of (see
+    # jobs/services/scheduling/estimates.py): work done, and the engine time it took.
+    decayed_requests = models.FloatField(default=0)
+    decayed_output_tokens = models.FloatField(default=0)
+    decayed_seconds = models.FloatField(default=0)
     load_seconds = models.FloatField(null=True, blank=True, help_text="Time to make the model ready, unload included")
     chunks = models.IntegerField(default=0, help_text="Chunk completions measured")
     loads = models.IntegerField(default=0, help_text="Loads measured")

@@ -22,12 +22,13 @@ from django.db import transaction
 
 from jobs.models import ModelMeasure, RegisteredModel
 
-# A chunk's rate moves the average by 1 - exp(-seconds / HORIZON): a chunk of a
-# minute or more mostly replaces it, a short one nudges it (short chunks are
-# noisy: start-up and the last requests' tail weigh more in them), but never
-# by less than MIN_WEIGHT, so a model whose work changed is followed in a few chunks.
-RATE_HORIZON_SECONDS = 60.0
-MIN_WEIGHT = 0.1
+# Rates are decayed sums: requests (and output tokens) over the engine seconds
+# they took, each sum multiplied by exp(-d / RATE_HORIZON_SECONDS) before a
+# chunk of d seconds is added. So a sample weighs as much as the time it
+# covers (a two-line batch that never filled the engine cannot outweigh a
+# long chunk, as it would in a per-sample average), and work older than a few
+# horizons of engine time fades out.
+RATE_HORIZON_SECONDS = 600.0
 # Loads are few and similar: each moves the average half way.
 LOAD_WEIGHT = 0.5
 
@@ -42,13 +43,14 @@ def record_chunk(model: str, slot: Slot, requests: int, output_tokens: int, seco
     """A chunk of ``requests`` lines ran in ``seconds`` of the engine's time on ``slot``."""
     if requests <= 0 or not seconds > 0 or not math.isfinite(seconds):
         return
-    weight = max(MIN_WEIGHT, 1.0 - math.exp(-seconds / RATE_HORIZON_SECONDS))
+    keep = math.exp(-seconds / RATE_HORIZON_SECONDS)
     with transaction.atomic():
         measure = _row(model, slot)
-        measure.requests_per_second = _blend(measure.requests_per_second, requests / seconds, weight)
-        measure.output_tokens_per_second = _blend(
-            measure.output_tokens_per_second, max(output_tokens, 0) / seconds, weight
-        )
+        measure.decayed_requests = measure.decayed_requests * keep + requests
+        measure.decayed_output_tokens = measure.decayed_output_tokens * keep + max(output_tokens, 0)
+        measure.decayed_seconds = measure.decayed_seconds * keep + seconds
+        measure.requests_per_second = measure.decayed_requests / measure.decayed_seconds
+        measure.output_tokens_per_second = measure.decayed_output_tokens / measure.decayed_seconds
         measure.chunks += 1
         measure.save()
 

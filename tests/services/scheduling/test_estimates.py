@@ -24,28 +24,30 @@ def measure(model: str = "A", slot: tuple[str, str] = GPU0) -> ModelMeasure:
     return ModelMeasure.objects.get(model=model, host=slot[0], device=slot[1])
 
 
-def test_the_first_chunk_sets_the_rate_and_later_ones_move_it_by_their_weight():
+def test_the_rates_are_work_over_engine_time_with_older_work_fading():
     record_chunk("A", GPU0, requests=100, output_tokens=3200, seconds=10)
     first = measure()
     assert (first.requests_per_second, first.output_tokens_per_second, first.chunks) == (10, 320, 1)
     record_chunk("A", GPU0, requests=400, output_tokens=0, seconds=20)
-    weight = 1 - math.exp(-20 / estimates.RATE_HORIZON_SECONDS)
+    keep = math.exp(-20 / estimates.RATE_HORIZON_SECONDS)
     second = measure()
-    assert second.requests_per_second == pytest.approx(10 + weight * (20 - 10))
-    assert second.output_tokens_per_second == pytest.approx(320 - weight * 320)
+    assert second.requests_per_second == pytest.approx((100 * keep + 400) / (10 * keep + 20))
+    assert second.output_tokens_per_second == pytest.approx(3200 * keep / (10 * keep + 20))
     assert second.chunks == 2
 
 
-def test_a_short_chunk_still_moves_the_rate_by_the_minimum_weight():
-    record_chunk("A", GPU0, 10, 0, 1.0)
-    record_chunk("A", GPU0, 1, 0, 0.05)  # 20 req/s
-    assert measure().requests_per_second == pytest.approx(10 + estimates.MIN_WEIGHT * 10)
+def test_a_short_sample_weighs_as_little_as_the_time_it_covers():
+    # Two lines that never filled the engine, then a long chunk at the real rate.
+    record_chunk("A", GPU0, 2, 0, 1.0)
+    record_chunk("A", GPU0, 600, 0, 60.0)
+    assert measure().requests_per_second == pytest.approx(10, rel=0.02)
 
 
-def test_a_long_chunk_mostly_replaces_the_rate():
-    record_chunk("A", GPU0, 10, 0, 1.0)
-    record_chunk("A", GPU0, 6000, 0, 600.0)
-    assert measure().requests_per_second == pytest.approx(10, rel=1e-3)
+def test_work_long_past_fades_out():
+    record_chunk("A", GPU0, 100, 0, 10.0)  # 10 req/s, long ago
+    for _ in range(10):
+        record_chunk("A", GPU0, 600, 0, 300.0)  # then 2 req/s for 50 minutes of engine time
+    assert measure().requests_per_second == pytest.approx(2, rel=0.01)
 
 
 @pytest.mark.parametrize(
@@ -85,9 +87,10 @@ def test_the_meter_times_a_chunk_from_the_previous_chunks_end_when_they_overlap(
     meter.chunk_done("A", 50, 0, started=90.0)  # fed from 90, ended 100: 10 s
     meter.chunk_done("A", 50, 0, started=95.0)  # fed from 95 (overlap), its own time from 100: 10 s
     meter.chunk_done("A", 100, 0, started=120.0)  # the engine idled from 110 to 120: 10 s
-    # 5, 5, then 10 req/s, each over 10 s.
-    weight = 1 - math.exp(-10 / estimates.RATE_HORIZON_SECONDS)
-    assert measure("A", meter.slot).requests_per_second == pytest.approx(5 + weight * 5)
+    # 50, 50, then 100 requests, each over 10 s of engine time.
+    keep = math.exp(-10 / estimates.RATE_HORIZON_SECONDS)
+    expected = (50 * keep**2 + 50 * keep + 100) / (10 * keep**2 + 10 * keep + 10)
+    assert measure("A", meter.slot).requests_per_second == pytest.approx(expected)
     assert measure("A", meter.slot).chunks == 3
 
 
