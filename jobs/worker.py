@@ -281,6 +281,7 @@ class GpuWorker:
         if run.abandoned or (self.aborting.is_set() and result.status_code >= 400):
             return
         run.add(seq, result)
+        self.meter.result(run.chunk.batch.model, (result.usage or {}).get("completion_tokens", 0), run.started)
         if run.complete:
             self.finish(run)
 
@@ -297,9 +298,7 @@ class GpuWorker:
             log.warning("chunk %s was taken from this worker before it was marked done", chunk)
             return
         queue.refresh_batch_counts(chunk.batch_id)
-        if not run.stopped:  # a run cut short by cancel/expiry says little about the rate
-            tokens = run.usage.get("completion_tokens", 0)
-            self.meter.chunk_done(chunk.batch.model, run.completed + run.failed, tokens, run.started)
+        self.meter.flush()
         elapsed = max(time.monotonic() - run.started, 1e-9)
         log.info(
             "chunk %s done: %d ok, %d failed, %.1f req/s, %d output tokens",

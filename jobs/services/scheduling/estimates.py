@@ -78,34 +78,60 @@ class Meter:
 
     A swap is a load of a model other than the one the worker last loaded (a
     reload of the same model after an engine death is not one, nor is the first).
+
+    Throughput is counted from results, not per chunk: the engine keeps a
+    window of lines in flight that spans chunks (and small batches), so a
+    chunk's own start-to-end time includes other chunks' work. The results
+    that arrived since the last measurement, over the engine time since then
+    (or since the first of them was fed, after an idle spell), are recorded at
+    every chunk end and at least every FLUSH_SECONDS, so a long chunk informs
+    the estimates before it ends.
     """
+
+    FLUSH_SECONDS = 10.0
 
     def __init__(self, device: str) -> None:
         self.slot: Slot = (socket.gethostname(), device)
         self.swaps = 0
         self.last_model: str | None = None
-        self._engine_free_at = 0.0  # monotonic time the previous chunk ended
+        self._model: str | None = None  # the model of the results counted below
+        self._requests = 0
+        self._tokens = 0
+        self._since: float | None = None  # monotonic start of the engine time they took
+        self._last_point = 0.0  # monotonic time of the last measurement
 
     def loaded(self, model: str, seconds: float) -> bool:
         """Record a load; True if it was a swap."""
+        self.flush()
         swapped = self.last_model is not None and self.last_model != model
         self.swaps += swapped
         self.last_model = model
         record_load(model, self.slot, seconds)
+        self._last_point = time.monotonic()
         return swapped
 
-    def chunk_done(self, model: str, requests: int, output_tokens: int, started: float) -> None:
-        """A chunk fed from ``started`` (monotonic) ended now.
-
-        The engine runs the next chunk's first lines while the previous one's
-        last lines finish, so a chunk's own time starts when the previous one
-        ended if that is later: the sum of the chunks' times is then the
-        engine's busy time, and the rate is not understated by the overlap.
-        """
+    def result(self, model: str, output_tokens: int, fed_from: float) -> None:
+        """One result of ``model``, from a chunk whose lines were fed from ``fed_from`` (monotonic)."""
+        if model != self._model:
+            self.flush()
+            self._model = model
         now = time.monotonic()
-        seconds = now - max(started, self._engine_free_at)
-        self._engine_free_at = now
-        record_chunk(model, self.slot, requests, output_tokens, seconds)
+        if self._since is None:
+            self._since = max(fed_from, self._last_point)
+        self._requests += 1
+        self._tokens += max(int(output_tokens or 0), 0)
+        if now - self._since >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record what was counted (a chunk ended, or the model is about to change)."""
+        if not self._requests or self._model is None or self._since is None:
+            return
+        now = time.monotonic()
+        record_chunk(self._model, self.slot, self._requests, self._tokens, now - self._since)
+        self._requests = self._tokens = 0
+        self._since = None
+        self._last_point = now
 
 
 @dataclass(frozen=True)

@@ -80,18 +80,52 @@ def test_the_meter_counts_swaps_not_first_loads_or_reloads(monkeypatch):
     assert ModelMeasure.objects.get(model="A").loads == 3
 
 
-def test_the_meter_times_a_chunk_from_the_previous_chunks_end_when_they_overlap(monkeypatch):
-    clock = iter([100.0, 110.0, 130.0])
-    monkeypatch.setattr(estimates.time, "monotonic", lambda: next(clock))
+class Clock:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 0.0
+        monkeypatch.setattr(estimates.time, "monotonic", lambda: self.now)
+
+
+def test_the_meter_counts_results_over_the_engine_time_whichever_chunk_they_belong_to(monkeypatch):
+    clock = Clock(monkeypatch)
     meter = Meter("cpu")
-    meter.chunk_done("A", 50, 0, started=90.0)  # fed from 90, ended 100: 10 s
-    meter.chunk_done("A", 50, 0, started=95.0)  # fed from 95 (overlap), its own time from 100: 10 s
-    meter.chunk_done("A", 100, 0, started=120.0)  # the engine idled from 110 to 120: 10 s
-    # 50, 50, then 100 requests, each over 10 s of engine time.
+    # Three chunks fed at 0, 0.1 and 0.2 s are in flight together; results arrive over 9 s.
+    for i in range(90):
+        clock.now = 0.1 * (i + 1)
+        meter.result("A", 2, fed_from=(0.0, 0.1, 0.2)[i % 3])
+    meter.flush()  # a chunk ended
+    assert measure("A", meter.slot).requests_per_second == pytest.approx(10)
+    assert measure("A", meter.slot).output_tokens_per_second == pytest.approx(20)
+
+
+def test_an_idle_spell_is_not_counted_and_a_long_chunk_is_measured_before_it_ends(monkeypatch):
+    clock = Clock(monkeypatch)
+    meter = Meter("cpu")
+    clock.now = 10.0
+    meter.result("A", 0, fed_from=5.0)  # 1 request in 5 s
+    meter.flush()
+    clock.now = 100.0  # idle for 90 s, then a chunk fed at 100
+    for i in range(1, 31):
+        clock.now = 100.0 + i * 0.5  # 2 req/s; the meter records by itself after FLUSH_SECONDS
+        meter.result("A", 0, fed_from=100.0)
+    row = measure("A", meter.slot)
+    assert row.chunks == 2  # recorded at the flush, then once 10 s into the long chunk
     keep = math.exp(-10 / estimates.RATE_HORIZON_SECONDS)
-    expected = (50 * keep**2 + 50 * keep + 100) / (10 * keep**2 + 10 * keep + 10)
-    assert measure("A", meter.slot).requests_per_second == pytest.approx(expected)
-    assert measure("A", meter.slot).chunks == 3
+    assert row.requests_per_second == pytest.approx((1 * keep + 20) / (5 * keep + 10))
+
+
+def test_results_of_another_model_start_a_new_count(monkeypatch):
+    clock = Clock(monkeypatch)
+    meter = Meter("cpu")
+    clock.now = 1.0
+    meter.result("A", 0, fed_from=0.0)
+    clock.now = 3.0
+    meter.result("B", 0, fed_from=1.0)
+    clock.now = 5.0
+    meter.result("B", 0, fed_from=1.0)
+    meter.flush()
+    assert measure("A", meter.slot).requests_per_second == pytest.approx(1 / 3)  # up to the switch
+    assert measure("B", meter.slot).requests_per_second == pytest.approx(2 / 2)  # from the switch
 
 
 class TestTheEstimator:
