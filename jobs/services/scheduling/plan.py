@@ -75,7 +75,9 @@ def compute_plan(now: datetime | None = None) -> QueuePlan:
     running_on: dict[str, list[SimRunning]] = {}
     for chunk in queue.running:
         if chunk.worker_id is not None:
-            running_on.setdefault(chunk.worker_id, []).append(SimRunning(chunk.batch_id, chunk.model, chunk.remaining))
+            running_on.setdefault(chunk.worker_id, []).append(
+                SimRunning(chunk.batch_id, chunk.model, chunk.remaining, chunk.total, chunk.claimed_at)
+            )
     workers = []
     for w in queue.workers:
         sim = SimWorker(w.id, policy_of(w), w.loaded, (w.host, w.device), running_on.get(w.id, []))

@@ -42,6 +42,8 @@ class SimRunning:
     batch_id: str
     model: str
     remaining: int  # requests of the chunk not yet done
+    total: int = 0  # requests in the chunk
+    claimed_at: float | None = None
 
 
 @dataclass
@@ -95,12 +97,24 @@ def simulate(
             known = known and load is not None
             t += max(0.0, (UNKNOWN_LOAD_SECONDS if load is None else load) - worker.loading_for)
             worker.loaded = worker.loading
-        for run in worker.running:
+        # Work in the engine ends when its progress says, or when its schedule
+        # says if that is later: the engine runs a window of lines at once, so
+        # small chunks' lines all finish near the end, together (and short
+        # answers first), and counting the lines left underestimates the time left.
+        claims = [run.claimed_at for run in worker.running if run.claimed_at is not None]
+        scheduled = min(claims) if claims and worker.loading is None else None
+        for run in sorted(worker.running, key=lambda r: r.claimed_at or 0.0):
             spr = estimates.seconds_per_request(run.model, worker.slot)
             known = known and spr is not None
-            t += run.remaining * (UNKNOWN_SECONDS_PER_REQUEST if spr is None else spr)
+            spr = UNKNOWN_SECONDS_PER_REQUEST if spr is None else spr
+            t += run.remaining * spr
+            end = t
+            if scheduled is not None:
+                scheduled += run.total * spr
+                end = max(end, scheduled)
             if run.batch_id in by_id:
-                finish(run.batch_id, t, known)
+                finish(run.batch_id, end, known)
+            t = max(t, end)
         known_from.append(known)
         heapq.heappush(clocks, (t, index))
 

@@ -40,6 +40,7 @@ class RunningChunk:
     model: str
     worker_id: str | None
     remaining: int
+    total: int
     claimed_at: float | None
 
 
@@ -134,7 +135,8 @@ def read(now: datetime) -> QueueState:
         status=ChunkStatus.RUNNING, batch__status=BatchStatus.IN_PROGRESS
     ).values_list("batch_id", "batch__model", "worker_id", "request_count", "completed", "failed", "claimed_at"):
         if worker_id in live:
-            running.append(RunningChunk(batch_id, model, worker_id, max(count - completed - failed, 0), _ts(claimed)))
+            left = max(count - completed - failed, 0)
+            running.append(RunningChunk(batch_id, model, worker_id, left, count, _ts(claimed)))
         else:
             # Its worker went silent: the stale sweep will hand it back whole.
             chunks, requests = orphaned.get(batch_id, (0, 0))

@@ -110,7 +110,11 @@ def test_a_started_batch_is_position_0_and_its_eta_counts_what_is_left_of_its_ru
     running = create(client, upload, n=100)
     queued = create(client, upload, n=100)
     Chunk.objects.filter(batch_id=running["id"]).update(
-        status=ChunkStatus.RUNNING, worker_id="w1", completed=60, failed=0, claimed_at=timezone.now()
+        status=ChunkStatus.RUNNING,
+        worker_id="w1",
+        completed=60,
+        failed=0,
+        claimed_at=timezone.now() - timedelta(seconds=6),
     )
     Batch.objects.filter(pk=running["id"]).update(started_at=timezone.now())
     plan = scheduling.queue_plan(refresh=True)

@@ -84,6 +84,31 @@ def test_running_and_loading_work_comes_first_on_its_worker():
     assert out.swaps == 0
 
 
+def test_work_in_the_engine_ends_by_its_progress_or_its_schedule_whichever_is_later():
+    # 100 lines of A fed 5 s ago (10 s of work at 10/s). Lines finish unevenly:
+    # short answers first, so 90 done says little about the time left (schedule: 5 s).
+    burst = worker("fifo", running=[SimRunning("r", "A", remaining=10, total=100, claimed_at=NOW - 5)])
+    out = simulate(NOW, [SimBatch("r", "A", NOW - 9, True, NOW - 5, 0, 0)], [burst], KNOWN, max_wait=1800)
+    assert out.ends["r"] == pytest.approx(NOW + 5)
+    # Slower than its schedule (nothing done after 12 s): the lines left say 10 s.
+    late = worker("fifo", running=[SimRunning("r", "A", remaining=100, total=100, claimed_at=NOW - 12)])
+    out = simulate(NOW, [SimBatch("r", "A", NOW - 20, True, NOW - 12, 0, 0)], [late], KNOWN, max_wait=1800)
+    assert out.ends["r"] == pytest.approx(NOW + 10)
+
+
+def test_chunks_in_the_engine_together_end_one_after_another_on_their_schedule():
+    fed = [SimRunning(f"c{i}", "A", remaining=32, total=32, claimed_at=NOW - 2 + 0.01 * i) for i in range(3)]
+    held = [SimBatch(f"c{i}", "A", NOW - 10 + i, True, NOW - 2, 0, 0) for i in range(3)]
+    out = simulate(NOW, held, [worker("fifo", running=fed)], KNOWN, max_wait=1800)
+    # Nothing done yet after 2 s: the lines left say 9.6 s more for the last of them.
+    assert [out.ends[f"c{i}"] for i in range(3)] == pytest.approx([NOW + 3.2, NOW + 6.4, NOW + 9.6])
+    # A second later, with 80 of 96 answered (the short ones), the schedule says 6.6 s.
+    for run, left in zip(fed, (0, 6, 10), strict=True):
+        run.remaining = left
+    out = simulate(NOW + 1, held, [worker("fifo", running=fed)], KNOWN, max_wait=1800)
+    assert out.ends["c2"] == pytest.approx(NOW - 2 + 9.6)
+
+
 def test_an_unknown_rate_makes_the_ends_that_depend_on_it_unknown_not_the_others():
     partial = Estimates(lambda model, slot: SPR["A"] if model == "A" else None, lambda model, slot: 0.0)
     out = simulate(NOW, batches("A", "B", "A"), [worker("fifo")], partial, max_wait=1800)
