@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PYTHON, REPO, Stack, emit, table, write_jsonl  # noqa: E402
+from bench.common import PYTHON, REPO, Stack, emit, fresh_database_url, table, write_jsonl  # noqa: E402
 
 # The seed's two models: requests/s and load seconds.
 SEED_MODELS = {"model-a": (18.0, 35.0), "model-b": (37.0, 28.0)}
@@ -56,6 +56,7 @@ def lines(model: str, n: int, sleep: float) -> list[dict[str, Any]]:
 def run_policy(policy: str, scale: float, requests: int, chunk: int, poll: float) -> dict[str, Any]:
     """One policy on its own stack; runs in a child process (Django is set up once per process)."""
     stack = Stack(
+        database_url=fresh_database_url(f"seed_{policy}"),
         env={
             "BATCHSITE_SCHEDULER": policy,
             "BATCHSITE_CHUNK_SIZE": str(chunk),
@@ -63,7 +64,7 @@ def run_policy(policy: str, scale: float, requests: int, chunk: int, poll: float
             "BATCHSITE_POLL_SECONDS": "0.05",
             "BATCHSITE_HEARTBEAT_SECONDS": "1",
             "BATCHSITE_PROGRESS_SECONDS": "1",
-        }
+        },
     )
     log = stack.data_dir / "worker.log"
     try:
