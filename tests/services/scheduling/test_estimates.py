@@ -203,11 +203,25 @@ class TestPriors:
         assert flag in str(info.value)
         assert not RegisteredModel.objects.exists()
 
-    @pytest.mark.parametrize("value", [math.nan, math.inf, -1.0, 0.0, 1e8])
-    def test_the_model_validates_them_as_the_admin_does(self, value):
-        model = RegisteredModel(name="x", source="/x", endpoints=["chat"], expected_requests_per_second=value)
-        with pytest.raises(ValidationError):
+    @pytest.mark.parametrize(
+        "field, value",
+        [
+            ("expected_requests_per_second", math.nan),
+            ("expected_requests_per_second", math.inf),
+            ("expected_requests_per_second", -1.0),
+            ("expected_requests_per_second", 0.0),
+            ("expected_requests_per_second", 1e8),
+            ("expected_load_seconds", math.nan),
+            ("expected_load_seconds", -math.inf),
+            ("expected_load_seconds", -0.5),
+            ("expected_load_seconds", 86401.0),
+        ],
+    )
+    def test_the_model_validates_them_as_the_admin_does(self, field, value):
+        model = RegisteredModel(name="x", source="/x", endpoints=["chat"], **{field: value})
+        with pytest.raises(ValidationError) as info:
             model.full_clean()
+        assert field in info.value.message_dict
 
     def test_the_admin_form_refuses_nan(self, admin_client):
         response = admin_client.post(
