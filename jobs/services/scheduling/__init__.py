@@ -39,9 +39,7 @@ def choose(worker_id: str, now: datetime, loaded: str | None = None) -> tuple[st
     """The policy in force and what it picks for ``worker_id`` holding ``loaded``
     (by default, the model its row says it has loaded)."""
     name = current_policy()
-    queue = state.read(now)
-    held = loaded if loaded is not None else queue.loaded_on(worker_id)
-    situation = queue.situation(worker_id, held, settings.BATCHSITE_SCHEDULER.affinity_max_wait_seconds)
+    situation = state.LiveSituation(worker_id, now, loaded, settings.BATCHSITE_SCHEDULER.affinity_max_wait_seconds)
     return name, POLICIES[name](situation)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from django.conf import settings
 from django.db.models import Count, Max, Q, Sum
@@ -142,3 +143,30 @@ def read(now: datetime) -> QueueState:
             chunks, requests = orphaned.get(batch_id, (0, 0))
             orphaned[batch_id] = (chunks + 1, requests + count)
     return QueueState(now.timestamp(), tuple(batches), tuple(running), orphaned, workers)
+
+
+class LiveSituation(Situation):
+    """A worker's situation at its claim: read from the database when a policy first looks."""
+
+    def __init__(self, worker_id: str, now: datetime, loaded: str | None, max_wait: float) -> None:
+        super().__init__(now.timestamp(), loaded, frozenset(), (), max_wait)
+        self._worker_id = worker_id
+        self._at = now
+
+    @cached_property
+    def _read(self) -> Situation:
+        queue = read(self._at)
+        loaded = self._loaded if self._loaded is not None else queue.loaded_on(self._worker_id)
+        return queue.situation(self._worker_id, loaded, self.max_wait)
+
+    @property
+    def loaded(self) -> str | None:
+        return self._loaded if self._loaded is not None else self._read.loaded
+
+    @property
+    def held_elsewhere(self) -> frozenset[str]:
+        return self._read.held_elsewhere
+
+    @property
+    def queue(self) -> tuple[Waiting, ...]:
+        return self._read.queue

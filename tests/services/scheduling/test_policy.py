@@ -28,7 +28,19 @@ def situation(
 def test_fifo_takes_the_queue_head_whatever_is_loaded():
     q = queue(("A", 10), ("B", 5))
     assert fifo(situation(q, loaded="B")) == Pick(None, "queue head")
-    assert fifo(situation(())) is None
+
+
+def test_fifo_does_not_even_look_at_the_queue():
+    class Blind(Situation):
+        @property
+        def queue(self):
+            raise AssertionError("fifo read the queue")
+
+        @property
+        def held_elsewhere(self):
+            raise AssertionError("fifo read the workers")
+
+    assert fifo(Blind(NOW, None, frozenset(), (), 1800)) == Pick(None, "queue head")
 
 
 def test_affinity_keeps_the_loaded_model_while_it_has_work():
@@ -86,9 +98,8 @@ def test_every_policy_the_settings_accept_exists():
     assert SCHEDULER_POLICIES == tuple(policy.POLICIES)
 
 
-@pytest.mark.parametrize("name", ["fifo", "affinity"])
-def test_every_policy_answers_none_on_an_empty_queue(name):
-    assert policy.POLICIES[name](situation((), loaded="A")) is None
+def test_affinity_answers_none_on_an_empty_queue():
+    assert affinity(situation((), loaded="A")) is None
 
 
 class TestThePolicyInForce:
