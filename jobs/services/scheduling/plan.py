@@ -9,6 +9,7 @@ response, or a batch another process just created) gets a fresh plan.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.utils import timezone
 
-from jobs.models import Batch, BatchStatus
+from jobs.models import Batch, BatchStatus, WorkerState
 from jobs.services.scheduling import state
 from jobs.services.scheduling.estimates import Estimator
 from jobs.services.scheduling.policy import POLICIES, current_policy
@@ -62,16 +63,7 @@ def _when(ts: float | None) -> datetime | None:
     return datetime.fromtimestamp(ts, tz=UTC) if ts is not None else None
 
 
-def compute_plan(now: datetime | None = None) -> QueuePlan:
-    now = now or timezone.now()
-    queue = state.read(now)
-    estimator = Estimator.from_database()
-    own_policy = current_policy()
-
-    def policy_of(worker: state.LiveWorker) -> str:
-        # A worker of another version may publish a policy this one does not know.
-        return worker.scheduler if worker.scheduler in POLICIES else own_policy
-
+def _sim_workers(queue: state.QueueState, policy_of: Callable[[state.LiveWorker], str]) -> list[SimWorker]:
     running_on: dict[str, list[SimRunning]] = {}
     for chunk in queue.running:
         if chunk.worker_id is not None:
@@ -81,19 +73,19 @@ def compute_plan(now: datetime | None = None) -> QueuePlan:
     workers = []
     for w in queue.workers:
         sim = SimWorker(w.id, policy_of(w), w.loaded, (w.host, w.device), running_on.get(w.id, []))
-        if w.state == "loading" and sim.running:
-            # The claim comes just before the load, so the running chunk says what loads and since when.
+        if w.state == WorkerState.LOADING and sim.running:
+            # A worker claims, then loads: its running chunk says what it loads, and since when.
             sim.loading = sim.running[0].model
-            claimed = min((c.claimed_at for c in queue.running if c.worker_id == w.id and c.claimed_at), default=None)
-            sim.loading_for = queue.now - claimed if claimed is not None else 0.0
+            claims = [run.claimed_at for run in sim.running if run.claimed_at is not None]
+            sim.loading_for = queue.now - min(claims) if claims else 0.0
         workers.append(sim)
-    alive = bool(workers)
-    if not alive:
-        # Nobody to run the queue: order it as a worker would that starts now
-        # with nothing loaded, but promise no time.
-        workers = [SimWorker("", own_policy, None, None)]
+    return workers
+
+
+def _sim_batches(queue: state.QueueState) -> list[SimBatch]:
     batches = []
     for b in queue.batches:
+        # Chunks on a silent worker go back to the queue whole.
         extra_chunks, extra_requests = queue.orphaned.get(b.id, (0, 0))
         batches.append(
             SimBatch(
@@ -106,36 +98,54 @@ def compute_plan(now: datetime | None = None) -> QueuePlan:
                 b.pending_requests + extra_requests,
             )
         )
+    return batches
+
+
+def compute_plan(now: datetime | None = None) -> QueuePlan:
+    now = now or timezone.now()
+    queue = state.read(now)
+    estimator = Estimator.from_database()
+    own_policy = current_policy()
+
+    def policy_of(worker: state.LiveWorker) -> str:
+        # A worker of another version may publish a policy this one does not know.
+        return worker.scheduler if worker.scheduler in POLICIES else own_policy
+
+    workers = _sim_workers(queue, policy_of)
+    alive = bool(workers)
+    if not alive:
+        # Nobody to run the queue: order it as a worker would that starts now
+        # with nothing loaded, but promise no time.
+        workers = [SimWorker("", own_policy, None, None)]
     outcome = simulate(
         queue.now,
-        batches,
+        _sim_batches(queue),
         workers,
         Estimates(estimator.seconds_per_request, estimator.load_seconds),
         settings.BATCHSITE_SCHEDULER.affinity_max_wait_seconds,
     )
-    running_batches = {c.batch_id for c in queue.running}
-    started = {b.id for b in queue.batches if b.started or b.id in running_batches}
+    running = {c.batch_id for c in queue.running}
+    started = {b.id for b in queue.batches if b.started or b.id in running}
     waiting = sorted(
         (b for b in queue.batches if b.id not in started),
         key=lambda b: (outcome.starts.get(b.id, float("inf")), b.created_at, b.id),
     )
-    position = {b.id: 0 for b in queue.batches if b.id in started}
+    position = {batch_id: 0 for batch_id in started}
     position.update({b.id: n for n, b in enumerate(waiting, start=1)})
-    entries = {
-        b.id: BatchPlan(
-            b.model,
-            position[b.id],
-            _when(outcome.starts.get(b.id)),
-            _when(outcome.ends.get(b.id)) if alive else None,
-        )
-        for b in queue.batches
-    }
     policies = sorted({policy_of(w) for w in queue.workers}) or [own_policy]
     return QueuePlan(
         computed_at=now,
         policy=policies[0] if len(policies) == 1 else "mixed: " + ", ".join(policies),
         expected_swaps=outcome.swaps if alive else 0,
-        batches=entries,
+        batches={
+            b.id: BatchPlan(
+                b.model,
+                position[b.id],
+                _when(outcome.starts.get(b.id)),
+                _when(outcome.ends.get(b.id)) if alive else None,
+            )
+            for b in queue.batches
+        },
         workers=tuple(
             WorkerPlan(w.id, w.host, w.device, policy_of(w), w.loaded, tuple(outcome.loads.get(w.id, ())))
             for w in queue.workers

@@ -240,3 +240,18 @@ def test_the_dashboard_reads_the_plan_from_the_services(client, models, upload):
     assert entry.finishes_at is not None and plan.workers[0].id == "w1" and plan.workers[0].scheduler == "affinity"
     assert scheduling.queue_positions() == {batch["id"]: 1}
     assert scheduling.estimated_completion(Batch.objects.get(pk=batch["id"])) == entry.finishes_at
+
+
+def test_a_worker_loading_a_model_finishes_the_load_before_its_chunk(client, models, upload):
+    worker = live_worker()
+    Worker.objects.filter(pk=worker.pk).update(state="loading")
+    measured(CHAT_MODEL, rps=10, load=30)
+    batch = create(client, upload, n=50)
+    Chunk.objects.filter(batch_id=batch["id"]).update(
+        status=ChunkStatus.RUNNING, worker_id="w1", claimed_at=timezone.now() - timedelta(seconds=10)
+    )
+    Batch.objects.filter(pk=batch["id"]).update(started_at=timezone.now() - timedelta(seconds=10))
+    entry = scheduling.queue_plan(refresh=True).batches[batch["id"]]
+    assert entry.position == 0
+    # 20 s of the 30 s load left, then 50 requests at 10/s.
+    assert (entry.finishes_at - timezone.now()).total_seconds() == pytest.approx(25, abs=2)
