@@ -196,6 +196,7 @@ class GpuWorker:
         try:
             self.pump(feeder, spec)
             self.settle(feeder)
+            self.meter.flush()  # the engine is idle: record its last measurement now
         finally:
             self.feeder = None
             self.state = WorkerState.IDLE
@@ -298,7 +299,7 @@ class GpuWorker:
             log.warning("chunk %s was taken from this worker before it was marked done", chunk)
             return
         queue.refresh_batch_counts(chunk.batch_id)
-        self.meter.flush()
+        self.meter.cut()
         elapsed = max(time.monotonic() - run.started, 1e-9)
         log.info(
             "chunk %s done: %d ok, %d failed, %.1f req/s, %d output tokens",

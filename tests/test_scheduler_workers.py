@@ -72,8 +72,12 @@ class Workers:
         for name, log in self.logs.items():
             with log.open("wb") as out:
                 self.processes[name] = start_worker(settings, *SIM, "--worker-id", name, stderr=out, **FAST, **env)
+        # Started: registered, and its first heartbeat has published its policy.
+        policy = env.get("BATCHSITE_SCHEDULER", "fifo")
         wait_until(
-            lambda: Worker.objects.filter(pk__in=names, state="idle").count() == len(names), 60, "workers to start"
+            lambda: Worker.objects.filter(pk__in=names, state="idle", scheduler=policy).count() == len(names),
+            60,
+            "workers to start",
         )
 
     def stop(self) -> None:

@@ -82,10 +82,12 @@ class Meter:
     Throughput is counted from results, not per chunk: the engine keeps a
     window of lines in flight that spans chunks (and small batches), so a
     chunk's own start-to-end time includes other chunks' work. The results
-    that arrived since the last measurement, over the engine time since then
-    (or since the first of them was fed, after an idle spell), are recorded at
-    every chunk end and at least every FLUSH_SECONDS, so a long chunk informs
-    the estimates before it ends.
+    since the last cut, over the engine time since then (or since the first
+    of them was fed, after an idle spell), are cut at every chunk end and at
+    least every FLUSH_SECONDS, so a long chunk informs the estimates before it
+    ends. A cut is written to the database at the next result (or load, or
+    ``flush``), not at the chunk's end: between a chunk's end and the next
+    claim the worker runs nothing, and that gap is kept short.
     """
 
     FLUSH_SECONDS = 10.0
@@ -98,7 +100,8 @@ class Meter:
         self._requests = 0
         self._tokens = 0
         self._since: float | None = None  # monotonic start of the engine time they took
-        self._last_point = 0.0  # monotonic time of the last measurement
+        self._last_point = 0.0  # monotonic time of the last cut
+        self._cuts: list[tuple[str, int, int, float]] = []  # (model, requests, tokens, seconds) to record
 
     def loaded(self, model: str, seconds: float) -> bool:
         """Record a load; True if it was a swap."""
@@ -112,26 +115,37 @@ class Meter:
 
     def result(self, model: str, output_tokens: int, fed_from: float) -> None:
         """One result of ``model``, from a chunk whose lines were fed from ``fed_from`` (monotonic)."""
+        self._record_cuts()
         if model != self._model:
-            self.flush()
+            self.cut()
             self._model = model
-        now = time.monotonic()
         if self._since is None:
             self._since = max(fed_from, self._last_point)
         self._requests += 1
         self._tokens += max(int(output_tokens or 0), 0)
-        if now - self._since >= self.FLUSH_SECONDS:
+        if time.monotonic() - self._since >= self.FLUSH_SECONDS:
             self.flush()
 
-    def flush(self) -> None:
-        """Record what was counted (a chunk ended, or the model is about to change)."""
+    def cut(self) -> None:
+        """Close the current measurement (a chunk ended); it is recorded at the next result."""
         if not self._requests or self._model is None or self._since is None:
             return
         now = time.monotonic()
-        record_chunk(self._model, self.slot, self._requests, self._tokens, now - self._since)
+        self._cuts.append((self._model, self._requests, self._tokens, now - self._since))
         self._requests = self._tokens = 0
         self._since = None
         self._last_point = now
+
+    def flush(self) -> None:
+        """Cut and record now (the worker goes idle, or the model is about to change)."""
+        self.cut()
+        self._record_cuts()
+
+    def _record_cuts(self) -> None:
+        while self._cuts:
+            model, requests, tokens, seconds = self._cuts[0]
+            record_chunk(model, self.slot, requests, tokens, seconds)
+            self._cuts.pop(0)  # only once written: a database error leaves it for the next try
 
 
 @dataclass(frozen=True)

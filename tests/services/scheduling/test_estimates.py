@@ -93,7 +93,9 @@ def test_the_meter_counts_results_over_the_engine_time_whichever_chunk_they_belo
     for i in range(90):
         clock.now = 0.1 * (i + 1)
         meter.result("A", 2, fed_from=(0.0, 0.1, 0.2)[i % 3])
-    meter.flush()  # a chunk ended
+    meter.cut()  # a chunk ended: nothing is written until the next result or a flush
+    assert not ModelMeasure.objects.exists()
+    meter.flush()
     assert measure("A", meter.slot).requests_per_second == pytest.approx(10)
     assert measure("A", meter.slot).output_tokens_per_second == pytest.approx(20)
 
