@@ -120,6 +120,7 @@ def test_affinity_loads_each_model_once_and_the_eta_holds_from_creation(stack: L
         # from then on (the API's field, from a plan made now rather than one the
         # server may have cached for up to 5 s) must hold for the last batch.
         wait_until(lambda: Batch.objects.get(pk=busy.id).is_terminal, 300, "the running batch to end", every=0.05)
+        wait_until(lambda: ModelMeasure.objects.filter(model=CHAT).exists(), 30, "its measurement", every=0.05)
         asked_at = timezone.now()
         plan = scheduling.queue_plan(refresh=True)
         shown = batch_object(Batch.objects.get(pk=c3), plan)["estimated_completion_time"]
