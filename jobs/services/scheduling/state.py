@@ -12,10 +12,14 @@ from datetime import datetime, timedelta
 from functools import cached_property
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Max, Q, Sum
 
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, Worker, WorkerState
 from jobs.services.scheduling.policy import Situation, Waiting
+
+# Any constant works: it only has to be the same number in every process.
+_DECIDE_LOCK_KEY = 0x73636864  # "schd"
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -155,6 +159,14 @@ class LiveSituation(Situation):
 
     @cached_property
     def _read(self) -> Situation:
+        if connection.vendor == "postgresql":
+            # A decision made from what other workers hold must see their
+            # decisions: two idle workers reading at once would both take the
+            # same model. So claims that read the queue's state take turns,
+            # until their transaction (the claim) commits; fifo never reads it
+            # and keeps claiming in parallel. SQLite's write lock does the same.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DECIDE_LOCK_KEY])
         queue = read(self._at)
         loaded = self._loaded if self._loaded is not None else queue.loaded_on(self._worker_id)
         return queue.situation(self._worker_id, loaded, self.max_wait)
