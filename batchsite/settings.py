@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchsite.env import BASE_DIR, Reader, read_limits, read_webhook_settings, read_worker_settings, secret_key
+from batchsite.env import (
+    BASE_DIR,
+    Reader,
+    metrics_token,
+    object_store,
+    read_limits,
+    read_webhook_settings,
+    read_worker_settings,
+    secret_key,
+)
 
 env = Reader()
 
@@ -29,6 +38,10 @@ BATCHSITE_WEBHOOKS = read_webhook_settings(env)
 # Batch input files expire this long after upload unless the upload says otherwise
 # (OpenAI's default: 30 days); 0 keeps them until deleted.
 BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS = env.integer("BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS", 30 * 86400, minimum=0)
+# GET /metrics: this bearer token, or a staff session ("" = staff sessions only).
+BATCHSITE_METRICS_TOKEN = metrics_token(env)
+# BATCHSITE_STORAGE=s3://bucket/prefix: files in object storage (see STORAGES); None: under FILES_DIR.
+BATCHSITE_OBJECT_STORE = object_store(env)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -106,12 +119,27 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STORAGES = {
-    "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(FILES_DIR)},
-    },
+    "default": {"BACKEND": "jobs.storage.LocalStorage", "OPTIONS": {"location": str(FILES_DIR)}},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+if BATCHSITE_OBJECT_STORE is not None:
+    from boto3.s3.transfer import TransferConfig
+
+    STORAGES["default"] = {
+        "BACKEND": "jobs.storage.S3Storage",
+        "OPTIONS": {
+            "bucket_name": BATCHSITE_OBJECT_STORE.bucket,
+            "location": BATCHSITE_OBJECT_STORE.prefix,
+            "endpoint_url": BATCHSITE_OBJECT_STORE.endpoint_url,
+            "region_name": BATCHSITE_OBJECT_STORE.region,
+            "addressing_style": BATCHSITE_OBJECT_STORE.addressing_style,
+            # Names are fresh ids: no HEAD per save to find a free name.
+            "file_overwrite": True,
+            # An upload moves to the store in 8 MiB parts, at most 4 in flight:
+            # bounded memory per request, whatever the file's size.
+            "transfer_config": TransferConfig(multipart_chunksize=8 << 20, max_concurrency=4),
+        },
+    }
 # Serve admin assets without collectstatic, so the laptop default needs no build step.
 WHITENOISE_USE_FINDERS = True
 

@@ -134,7 +134,8 @@ class Feeder:
             return False
         run = ChunkRun(chunk)
         self.runs.append(run)
-        self._source = file_service.open_content(File.objects.get(pk=chunk.batch.input_file_id))
+        input_file = File.objects.get(pk=chunk.batch.input_file_id)
+        self._source = file_service.open_range(input_file, chunk.start_byte, chunk.end_byte)
         self._current, self._lines = run, read_requests(run, self._source, self.model)
         return True
 
