@@ -8,6 +8,7 @@ from jobs.models.batches import (
 )
 from jobs.models.files import File, FilePurpose
 from jobs.models.keys import ApiKey
+from jobs.models.loads import ModelLoad
 from jobs.models.registry import ENDPOINT_KINDS, RegisteredModel
 from jobs.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSecret
 from jobs.models.workers import Worker, WorkerState
@@ -24,6 +25,7 @@ __all__ = [
     "DeliveryStatus",
     "File",
     "FilePurpose",
+    "ModelLoad",
     "RegisteredModel",
     "WebhookAttempt",
     "WebhookDelivery",
