@@ -19,10 +19,11 @@ from django.db import close_old_connections, connection
 from django.db.utils import InterfaceError, OperationalError
 
 from jobs.engine.base import Engine, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
+from jobs.engine.devices import Devices
 from jobs.housekeeper import Housekeeper
 from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id
-from jobs.services import lifecycle, queue, results
+from jobs.services import lifecycle, metrics, queue, results
 from jobs.worker_feed import ChunkRun, Feeder
 
 log = logging.getLogger("batchsite.worker")
@@ -41,11 +42,14 @@ class GpuWorker:
         exit_when_idle: bool = False,
         heartbeat_seconds: float | None = None,
         stale_after: float | None = None,
+        devices: Devices | None = None,
     ) -> None:
         conf = settings.BATCHSITE_WORKER
         self.engine = engine
         self.id = worker_id or new_worker_id()
-        self.device = device
+        self.devices = devices
+        self.device = device or (devices.label if devices else "")
+        self._refused: set[str] = set()  # refusals already logged (once each, not every poll)
         self.exit_when_idle = exit_when_idle
         self.heartbeat_seconds = heartbeat_seconds or conf.heartbeat_seconds
         self.stale_after = stale_after or conf.stale_after_seconds
@@ -170,11 +174,26 @@ class GpuWorker:
             busy = results.finalize(batch_id, self.id) is not None or busy
         if self.stopping.is_set():
             return busy
-        chunk = queue.claim_next(self.id)
+        chunk = queue.claim_next(self.id, skip_models=self.unfit_models())
         if chunk is None:
             return busy
         self.process(chunk)
         return True
+
+    def unfit_models(self) -> list[str]:
+        """Enabled models whose parallel size does not match this worker's devices: not claimed."""
+        if self.devices is None or self.devices.count is None:
+            return []
+        unfit = []
+        for name, options in RegisteredModel.objects.enabled().values_list("name", "engine_options"):
+            reason = self.devices.refusal(name, options)
+            if reason is None:
+                continue
+            unfit.append(name)
+            if reason not in self._refused:
+                self._refused.add(reason)
+                log.warning("worker %s: %s", self.id, reason)
+        return unfit
 
     def process(self, chunk: Chunk) -> None:
         batch = chunk.batch
@@ -201,16 +220,17 @@ class GpuWorker:
         if self.engine.loaded_model == spec.name and self.spec == spec:
             return
         self.state = WorkerState.LOADING
-        if self.engine.loaded_model is not None:
-            started = time.monotonic()
-            previous = self.engine.loaded_model
+        began = time.monotonic()
+        previous = self.engine.loaded_model or ""
+        if previous:
             self.engine.unload()
-            log.info("model %s unloaded in %.2fs", previous, time.monotonic() - started)
+            log.info("model %s unloaded in %.2fs", previous, time.monotonic() - began)
         started = time.monotonic()
         self.spec = None
         self.engine.load(spec)
         self.spec = spec
         log.info("model %s ready in %.2fs", spec.name, time.monotonic() - started)
+        metrics.record_load(self.id, self.device, spec.name, previous, time.monotonic() - began)
 
     def fail_batch(self, batch: Batch, code: str, message: str) -> None:
         log.error("batch %s failed: %s", batch.id, message)

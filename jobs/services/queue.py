@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -51,11 +52,13 @@ def stop_worker(worker_id: str) -> None:
     Worker.objects.filter(pk=worker_id).update(state=WorkerState.STOPPED, stopped_at=timezone.now(), loaded_model="")
 
 
-def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
+def claim_next(worker_id: str, model: str | None = None, skip_models: Collection[str] = ()) -> Chunk | None:
     """Claim the oldest pending chunk (oldest batch, then chunk index) in one short transaction.
 
     With ``model``, only if that oldest chunk is for ``model``: a worker
     keeping its engine fed does not jump the queue to avoid a swap (FIFO).
+    Batches of ``skip_models`` (models this worker's devices do not fit) are
+    passed over, left to a worker that fits.
 
     PostgreSQL: FOR UPDATE OF the chunk row SKIP LOCKED, so concurrent workers
     skip each other's candidates instead of queueing on them. SQLite: the
@@ -68,6 +71,7 @@ def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
         candidates = (
             Chunk.objects.pending()
             .filter(batch__status=BatchStatus.IN_PROGRESS, batch__expires_at__gt=now)
+            .exclude(batch__model__in=list(skip_models))
             .in_queue_order()
         )
         if connection.features.has_select_for_update_skip_locked:
