@@ -135,9 +135,11 @@ if BATCHSITE_OBJECT_STORE is not None:
             "addressing_style": BATCHSITE_OBJECT_STORE.addressing_style,
             # Names are fresh ids: no HEAD per save to find a free name.
             "file_overwrite": True,
-            # An upload moves to the store in 8 MiB parts, at most 4 in flight:
-            # bounded memory per request, whatever the file's size.
-            "transfer_config": TransferConfig(multipart_chunksize=8 << 20, max_concurrency=4),
+            # An upload moves to the store in 5 MiB parts (S3's smallest), two in
+            # flight: about 10 MiB of memory per upload, whatever the file's size.
+            "transfer_config": TransferConfig(
+                multipart_threshold=5 << 20, multipart_chunksize=5 << 20, max_concurrency=2
+            ),
         },
     }
 # Serve admin assets without collectstatic, so the laptop default needs no build step.

@@ -72,6 +72,7 @@ class LiveStack:
             "DATABASE_URL": database_url(),
             "BATCHSITE_DATA_DIR": str(server.data_dir),
             "DJANGO_SETTINGS_MODULE": "batchsite.settings",
+            **server.storage.env,
         }
         with log_path.open("ab") as log:
             worker = subprocess.Popen(
@@ -107,13 +108,13 @@ class LiveStack:
         settings.UPLOAD_TMP_DIR = self.data_dir / "tmp"
         settings.PARTS_DIR = self.data_dir / "parts"
         settings.FILE_UPLOAD_TEMP_DIR = str(settings.UPLOAD_TMP_DIR)
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "default": {
-                "BACKEND": "django.core.files.storage.FileSystemStorage",
-                "OPTIONS": {"location": str(settings.FILES_DIR)},
-            },
-        }
+        used = self.server.storage
+        if used.s3 is not None:
+            default = used.s3.storage(used.prefix)
+        else:
+            default = {"BACKEND": "jobs.storage.LocalStorage", "OPTIONS": {"location": str(settings.FILES_DIR)}}
+        settings.STORAGES = {**settings.STORAGES, "default": default}
+        settings.TEST_STORAGE = used
 
     def sdk(self, api_key: str) -> Any:
         import openai
