@@ -98,6 +98,10 @@ class Reader:
 
         return self._parse(name, default, parse, "a comma-separated list")
 
+    def http_header(self, name: str) -> tuple[str, str] | None:
+        """A request header and the value that marks HTTPS (``X-Forwarded-Proto: https``), in Django's form."""
+        return self._parse(name, None, parse_proxy_header, "a header and its value")
+
     def database(self, name: str, default: str) -> dict[str, Any]:
         url = self.text(name, default)
         try:
@@ -317,6 +321,55 @@ def object_store(reader: Reader) -> ObjectStore | None:
     )
 
 
+@dataclass(frozen=True)
+class HttpsSettings:
+    """What a deployment behind TLS sets, under Django's own names (all off by default:
+    the laptop default serves plain HTTP on localhost)."""
+
+    ssl_redirect: bool
+    hsts_seconds: int
+    hsts_include_subdomains: bool
+    hsts_preload: bool
+    session_cookie_secure: bool
+    csrf_cookie_secure: bool
+    proxy_ssl_header: tuple[str, str] | None
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*")
+
+
+def parse_proxy_header(value: str) -> tuple[str, str]:
+    """``X-Forwarded-Proto: https`` as Django's ``("HTTP_X_FORWARDED_PROTO", "https")``."""
+    name, colon, expected = (part.strip() for part in value.partition(":"))
+    if not colon or not _HEADER_NAME.fullmatch(name) or not expected or " " in expected:
+        # Underscores are refused too: proxies and gunicorn drop such headers,
+        # and a name already in Django's META form (HTTP_...) would be doubled.
+        raise ValueError("write the header as the proxy sends it, such as 'X-Forwarded-Proto: https'")
+    return "HTTP_" + name.upper().replace("-", "_"), expected
+
+
+def read_https_settings(reader: Reader) -> HttpsSettings:
+    hsts_seconds = reader.integer("SECURE_HSTS_SECONDS", 0)
+    include_subdomains = reader.flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    preload = reader.flag("SECURE_HSTS_PRELOAD", False)
+    if (include_subdomains or preload) and not hsts_seconds:
+        raise EnvError("SECURE_HSTS_INCLUDE_SUBDOMAINS and SECURE_HSTS_PRELOAD need SECURE_HSTS_SECONDS > 0")
+    return HttpsSettings(
+        ssl_redirect=reader.flag("SECURE_SSL_REDIRECT", False),
+        hsts_seconds=hsts_seconds,
+        hsts_include_subdomains=include_subdomains,
+        hsts_preload=preload,
+        session_cookie_secure=reader.flag("SESSION_COOKIE_SECURE", False),
+        csrf_cookie_secure=reader.flag("CSRF_COOKIE_SECURE", False),
+        proxy_ssl_header=reader.http_header("SECURE_PROXY_SSL_HEADER"),
+    )
+
+
+# Django's own bar for a secret (security.W009 of `check --deploy`).
+SECRET_KEY_MIN_LENGTH = 50
+SECRET_KEY_MIN_UNIQUE = 5
+
+
 def secret_key(reader: Reader, data_dir: Path) -> str:
     """SECRET_KEY from the environment, else one generated once under the data dir.
 
@@ -325,8 +378,14 @@ def secret_key(reader: Reader, data_dir: Path) -> str:
     """
     value = reader.raw("SECRET_KEY")
     if value:
-        if len(value) < 32:
-            raise EnvError("SECRET_KEY is too short: use at least 32 characters")
+        if len(value) < SECRET_KEY_MIN_LENGTH or len(set(value)) < SECRET_KEY_MIN_UNIQUE:
+            raise EnvError(
+                f"SECRET_KEY is too weak: use at least {SECRET_KEY_MIN_LENGTH} characters, "
+                f"{SECRET_KEY_MIN_UNIQUE} of them different "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(50))' makes one)"
+            )
+        if value.startswith("django-insecure-"):
+            raise EnvError("SECRET_KEY starts with 'django-insecure-': generate a new one for this deployment")
         return value
     path = data_dir / "secret_key"
     if not path.exists():

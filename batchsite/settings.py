@@ -9,6 +9,7 @@ from batchsite.env import (
     Reader,
     metrics_token,
     object_store,
+    read_https_settings,
     read_limits,
     read_webhook_settings,
     read_worker_settings,
@@ -31,6 +32,17 @@ DEBUG = env.flag("DEBUG", False)
 SECRET_KEY = secret_key(env, DATA_DIR)
 ALLOWED_HOSTS = env.items("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.items("CSRF_TRUSTED_ORIGINS", ["http://localhost", "http://127.0.0.1"])
+
+# Behind a TLS proxy (README, "On PostgreSQL, and on many hosts"). With all of them set,
+# `manage.py check --deploy` has nothing to say (tests/test_env.py).
+_https = read_https_settings(env)
+SECURE_SSL_REDIRECT = _https.ssl_redirect
+SECURE_HSTS_SECONDS = _https.hsts_seconds
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _https.hsts_include_subdomains
+SECURE_HSTS_PRELOAD = _https.hsts_preload
+SESSION_COOKIE_SECURE = _https.session_cookie_secure
+CSRF_COOKIE_SECURE = _https.csrf_cookie_secure
+SECURE_PROXY_SSL_HEADER = _https.proxy_ssl_header
 
 BATCHSITE = read_limits(env)
 BATCHSITE_WORKER = read_worker_settings(env)
@@ -59,6 +71,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "jobs.api.errors.RefuseNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -161,8 +174,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "jobs.api.errors.openai_exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
-        "rest_framework.renderers.JSONRenderer",
+        "jobs.api.renderers.OpenAIJSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "jobs.api.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }

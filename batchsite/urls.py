@@ -17,5 +17,6 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]
 
+handler400 = "jobs.api.errors.bad_request"
 handler404 = "jobs.api.errors.not_found"
 handler500 = "jobs.api.errors.server_error"

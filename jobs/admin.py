@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -33,8 +36,26 @@ class ChunkInline(admin.TabularInline):
     show_change_link = True
 
 
+class RenderableJSONField(forms.JSONField):
+    """Django's JSON form field, which shows a lone surrogate escaped instead of failing.
+
+    SQLite holds JSON such as {"k": "\\ud800"} (stored before metadata with
+    lone surrogates was refused); Django renders it as raw text, which has no
+    UTF-8 form, and the change page answered 500 for good.
+    """
+
+    def prepare_value(self, value: Any) -> Any:
+        text = super().prepare_value(value)
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(value, ensure_ascii=True, cls=self.encoder)
+        return text
+
+
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
+    formfield_overrides = {models.JSONField: {"form_class": RenderableJSONField}}
     list_display = ["id", "status", "model", "endpoint", "total", "completed", "failed", "owner", "created_at"]
     list_filter = ["status", "model", "endpoint"]
     # metadata is JSON: searching its text finds custom keys and values.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchsite.env import EnvError, Reader, read_limits
+from batchsite.env import EnvError, Reader, read_https_settings, read_limits, secret_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
         ("DATABASE_URL", "mysql://x@y/z"),
         ("DATABASE_URL", "not a url"),
         ("SECRET_KEY", "short"),
+        ("SECRET_KEY", "0123456789" * 4 + "abcdefghi"),  # 49 characters: under Django's deploy bar of 50
+        ("SECURE_PROXY_SSL_HEADER", "https"),
         ("BATCHSITE_CHUNK_SIZE", "5k"),
         ("BATCHSITE_CHUNK_SIZE", "0"),
         ("BATCHSITE_MAX_UPLOAD_BYTES", "-1"),
@@ -60,8 +62,85 @@ def test_values_parse_strictly():
 
 
 def test_a_secret_key_is_generated_once_and_kept(tmp_path):
-    from batchsite.env import secret_key
-
     first = secret_key(Reader({}), tmp_path)
     assert len(first) >= 50 and secret_key(Reader({}), tmp_path) == first
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("x" * 49, "at least 50 characters"),
+        ("ab" * 40, "5 of them different"),
+        ("django-insecure-" + "0123456789abcdef" * 4, "django-insecure-"),
+    ],
+)
+def test_a_weak_secret_key_is_refused(tmp_path, value, words):
+    with pytest.raises(EnvError, match=words):
+        secret_key(Reader({"SECRET_KEY": value}), tmp_path)
+
+
+def test_https_settings_are_off_by_default_and_parse_strictly():
+    off = read_https_settings(Reader({}))
+    assert not (off.ssl_redirect or off.hsts_seconds or off.session_cookie_secure or off.csrf_cookie_secure)
+    assert off.proxy_ssl_header is None
+    on = read_https_settings(Reader(DEPLOY_ENV))
+    assert on.ssl_redirect and on.hsts_seconds == 31_536_000 and on.hsts_include_subdomains and on.hsts_preload
+    assert on.session_cookie_secure and on.csrf_cookie_secure
+    assert on.proxy_ssl_header == ("HTTP_X_FORWARDED_PROTO", "https")
+    for name, value in [
+        ("SECURE_HSTS_SECONDS", "1y"),
+        ("SECURE_HSTS_SECONDS", "-1"),
+        ("SECURE_SSL_REDIRECT", "sometimes"),
+        ("SESSION_COOKIE_SECURE", "2"),
+        ("CSRF_COOKIE_SECURE", "secure"),
+        ("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto"),
+        ("SECURE_PROXY_SSL_HEADER", "HTTP_X_FORWARDED_PROTO: https"),
+        ("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto: "),
+    ]:
+        with pytest.raises(EnvError, match=name):
+            read_https_settings(Reader({**DEPLOY_ENV, name: value}))
+    with pytest.raises(EnvError, match="SECURE_HSTS_SECONDS"):
+        read_https_settings(Reader({"SECURE_HSTS_PRELOAD": "1"}))
+
+
+# What README's "In production" section sets, behind a proxy that terminates TLS.
+DEPLOY_ENV = {
+    "DEBUG": "0",
+    "SECRET_KEY": "n7Vq2mZr5XcB8wL1pK4sT9yD3fH6jG0aE2uR5iO8tY1qW4eR7tY0uI3oP6aS9dF2",
+    "ALLOWED_HOSTS": "batch.example.com",
+    "CSRF_TRUSTED_ORIGINS": "https://batch.example.com",
+    "SECURE_SSL_REDIRECT": "1",
+    "SECURE_HSTS_SECONDS": "31536000",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+    "SECURE_HSTS_PRELOAD": "1",
+    "SESSION_COOKIE_SECURE": "1",
+    "CSRF_COOKIE_SECURE": "1",
+    "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto: https",
+}
+
+
+def deploy_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "BATCHSITE_DATA_DIR": str(tmp_path), **env}
+    environ.pop("DJANGO_SETTINGS_MODULE", None)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_deploy_is_clean_with_the_production_settings(tmp_path):
+    result = deploy_check(tmp_path, **DEPLOY_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_check_deploy_names_what_the_laptop_default_leaves_off(tmp_path):
+    result = deploy_check(tmp_path)
+    assert result.returncode != 0
+    for warning in ("W004", "W008", "W012", "W016"):
+        assert f"security.{warning}" in result.stderr + result.stdout

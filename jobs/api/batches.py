@@ -6,13 +6,14 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs.api import schema
 from jobs.api.common import bracketed, cursor_page, int_param, list_body
+from jobs.api.parsers import FormParser, MultiPartParser, StrictJSONParser
+from jobs.api.serializers import MetadataField
 from jobs.models import Batch
 from jobs.services import batches as batch_service
 from jobs.services import files as file_service
@@ -23,7 +24,7 @@ from jobs.services.objects import batch_object
 
 
 class BatchListApi(APIView):
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [StrictJSONParser, MultiPartParser, FormParser]
 
     class CreateInputSerializer(serializers.Serializer):
         input_file_id = serializers.CharField(required=False)
@@ -31,15 +32,16 @@ class BatchListApi(APIView):
         endpoint = serializers.CharField(required=False)
         model = serializers.CharField(required=False)
         completion_window = serializers.CharField(required=False, default="24h")
-        metadata = serializers.JSONField(required=False, allow_null=True)
+        metadata = MetadataField()
         # Checked by the service (jobs/services/webhook_urls.py), which says why a URL is refused.
         webhook_url = serializers.CharField(required=False, allow_blank=True, default="")
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             has_id, has_file = "input_file_id" in attrs, "file" in attrs
             if has_id == has_file:
+                which = "not both" if has_id else "one is required"
                 raise serializers.ValidationError(
-                    {"input_file_id": "Give either input_file_id (JSON) or file (multipart upload), not both."}
+                    {"input_file_id": f"Give either input_file_id (JSON) or file (multipart upload): {which}."}
                 )
             if has_id and "endpoint" not in attrs:
                 raise serializers.ValidationError({"endpoint": "This field is required."})

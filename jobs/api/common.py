@@ -9,7 +9,9 @@ from django.db.models import Q, QuerySet
 from rest_framework import serializers
 
 from jobs.api.errors import ApiError
+from jobs.models.ids import could_be_id
 from jobs.services.objects import unix
+from jobs.services.safe_json import shown
 
 
 class UnixTimeField(serializers.Field):
@@ -41,7 +43,7 @@ def int_param(params: Any, name: str, default: int, low: int, high: int) -> int:
         value = int(raw)
     except ValueError:
         raise ApiError(
-            f"Invalid '{name}': expected an integer, got {raw!r}.", param=name, code="invalid_value"
+            f"Invalid '{name}': expected an integer, got {shown(raw)}.", param=name, code="invalid_value"
         ) from None
     if not low <= value <= high:
         raise ApiError(
@@ -61,9 +63,9 @@ def cursor_page(
     order = ("-created_at", "-id") if descending else ("created_at", "id")
     queryset = queryset.order_by(*order)
     if after:
-        anchor = queryset.filter(pk=after).values("created_at", "id").first()
+        anchor = queryset.filter(pk=after).values("created_at", "id").first() if could_be_id(after) else None
         if anchor is None:
-            raise ApiError(f"Invalid 'after': no {kind} with id {after!r}.", param="after", code="invalid_value")
+            raise ApiError(f"Invalid 'after': no {kind} with id {shown(after)}.", param="after", code="invalid_value")
         lookup = "lt" if descending else "gt"
         queryset = queryset.filter(
             Q(**{f"created_at__{lookup}": anchor["created_at"]})

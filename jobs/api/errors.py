@@ -8,10 +8,18 @@ exceptions are all translated, not only the ones our views raise.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.conf import settings
+from django.core.exceptions import (
+    DisallowedHost,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -74,6 +82,45 @@ def from_domain(exc: domain.BatchsiteError) -> ApiError:
     return ApiError(exc.message, status_code=status_code, code=exc.code, param=exc.param)
 
 
+class NulInUrl(SuspiciousOperation):
+    pass
+
+
+def from_django(exc: Exception) -> ApiError | None:
+    """Django's refusals of a request, as OpenAI errors (None for any other exception).
+
+    Django raises these past its DATA_UPLOAD_* limits while DRF reads a body,
+    and for a bad Host or a NUL in the URL before any view; in a view they
+    were 500s, though nothing is wrong with the server.
+    """
+    if isinstance(exc, RequestDataTooBig):
+        return ApiError(
+            f"The request body is too large: the limit is {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
+            "(files uploaded as multipart have their own limit, BATCHSITE_MAX_UPLOAD_BYTES).",
+            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            code="request_too_large",
+        )
+    if isinstance(exc, TooManyFieldsSent):
+        return ApiError(
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields.", code="too_many_fields"
+        )
+    if isinstance(exc, TooManyFilesSent):
+        return ApiError(
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files; upload one file per request.",
+            code="too_many_files",
+            param="file",
+        )
+    if isinstance(exc, NulInUrl):
+        return ApiError("The URL holds a NUL character (%00), which no path or parameter may.", code="invalid_url")
+    if isinstance(exc, DisallowedHost):
+        return ApiError("This server does not answer to that Host header (ALLOWED_HOSTS).", code="invalid_host")
+    if isinstance(exc, SuspiciousOperation):
+        return ApiError("The request is malformed.", code="invalid_request")
+    if isinstance(exc, UnreadablePostError):
+        return ApiError("The request body could not be read to its end.", code="invalid_request_body")
+    return None
+
+
 def _first_validation_message(detail: Any, prefix: str = "") -> tuple[str, str | None]:
     """The first field error of a DRF ValidationError, as (message, param)."""
     if isinstance(detail, dict):
@@ -108,6 +155,8 @@ def openai_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
         exc = exceptions.NotFound()
     elif isinstance(exc, domain.BatchsiteError):
         exc = from_domain(exc)
+    else:
+        exc = from_django(exc) or exc
     response = exception_handler(exc, context)
     if response is None:
         return None  # not an API exception: ApiErrorMiddleware answers with a 500
@@ -145,6 +194,18 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     return page_not_found(request, exception or Http404())
 
 
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's 400 for what middleware refused before any view ran (a Host not in ALLOWED_HOSTS)."""
+    if _is_api(request):
+        error = (from_django(exception) if exception is not None else None) or ApiError("The request is malformed.")
+        return JsonResponse(
+            error_body(error.message, error.status_code, error.error_code, error.param), status=error.status_code
+        )
+    from django.views.defaults import bad_request as django_bad_request
+
+    return django_bad_request(request, exception or SuspiciousOperation())
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     if _is_api(request):
         return JsonResponse(
@@ -154,6 +215,29 @@ def server_error(request: HttpRequest) -> HttpResponse:
     from django.views.defaults import server_error as django_server_error
 
     return django_server_error(request)
+
+
+class RefuseNulMiddleware:
+    """A NUL (%00) in the path or the query string is a 400 before any view runs.
+
+    No URL needs one, and PostgreSQL text cannot hold one: every query that
+    used it failed, a 500 on API lookups, admin pages and filters alike.
+    Django turns the SuspiciousOperation into handler400's answer (JSON under /v1/).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "\x00" in request.path or any("\x00" in key or "\x00" in value for key, value in _query_items(request)):
+            raise NulInUrl("NUL in the URL")
+        return self.get_response(request)
+
+
+def _query_items(request: HttpRequest) -> Iterator[tuple[str, str]]:
+    for key, values in request.GET.lists():
+        for value in values:
+            yield key, value
 
 
 class ApiErrorMiddleware:
@@ -168,10 +252,10 @@ class ApiErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not _is_api(request) or isinstance(exception, Http404):
             return None
-        if isinstance(exception, domain.BatchsiteError):
-            # Raised outside a DRF view (an upload handler while Django parses
-            # the body, say): the same OpenAI answer a view would give.
-            error = from_domain(exception)
+        # Raised outside a DRF view (an upload handler while Django parses
+        # the body, say): the same OpenAI answer a view would give.
+        error = from_domain(exception) if isinstance(exception, domain.BatchsiteError) else from_django(exception)
+        if error is not None:
             return JsonResponse(
                 error_body(error.message, error.status_code, error.error_code, error.param), status=error.status_code
             )

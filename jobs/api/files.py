@@ -8,8 +8,8 @@ from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,7 +17,9 @@ from rest_framework.views import APIView
 from jobs.api import schema
 from jobs.api.common import UnixTimeField, bracketed, cursor_page, int_param, list_body
 from jobs.api.errors import ApiError
-from jobs.models import File
+from jobs.api.parsers import FormParser, MultiPartParser
+from jobs.api.renderers import OpenAIJSONRenderer
+from jobs.models import File, FilePurpose
 from jobs.services import files as file_service
 from jobs.services.objects import unix
 
@@ -77,7 +79,10 @@ class FileListApi(APIView):
             raise ApiError("Invalid 'order': use 'asc' or 'desc'.", param="order", code="invalid_value")
         queryset = File.objects.owned_by(request.user).live()
         if params.get("purpose"):
-            queryset = queryset.filter(purpose=params["purpose"])
+            # An unknown purpose matches nothing; not querying for it also
+            # keeps text PostgreSQL cannot hold (NUL) out of the query.
+            purpose = params["purpose"]
+            queryset = queryset.filter(purpose=purpose) if purpose in FilePurpose.values else queryset.none()
         rows, has_more = cursor_page(
             queryset, params.get("after"), int_param(params, "limit", 10000, 1, 10000), order == "desc", "file"
         )
@@ -139,7 +144,7 @@ class RawContentNegotiation(BaseContentNegotiation):
 
 class FileContentApi(APIView):
     content_negotiation_class = RawContentNegotiation
-    renderer_classes = [JSONRenderer]
+    renderer_classes = [OpenAIJSONRenderer]
 
     @extend_schema(
         operation_id="downloadFile", summary="Download a file's content", tags=["Files"], responses=schema.FILE_CONTENT

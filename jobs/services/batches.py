@@ -13,11 +13,13 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from batchsite.env import parse_window
-from jobs.errors import BatchsiteError, Conflict, InvalidRequest, LimitReached, NotFound, not_found
+from jobs.errors import Conflict, InvalidRequest, LimitReached, NotFound, not_found
 from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, File, RegisteredModel
+from jobs.models.ids import could_be_id
 from jobs.services import files as file_service
 from jobs.services import lifecycle
 from jobs.services.results import finalize
+from jobs.services.safe_json import has_lone_surrogate, shown
 from jobs.services.validation import ValidationResult, validate_input
 from jobs.services.webhook_urls import check_webhook_url
 
@@ -37,42 +39,45 @@ class BatchRequest:
 
 
 def check_metadata(metadata: Any) -> dict[str, str] | None:
-    """OpenAI's rules: up to 16 string pairs, keys up to 64 and values up to 512 characters."""
+    """OpenAI's rules: up to 16 string pairs, keys up to 64 and values up to 512 characters.
+
+    Text that cannot be stored and rendered is refused too: a lone surrogate
+    has no UTF-8 form, and PostgreSQL's jsonb holds no NUL character.
+    """
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
-        raise InvalidRequest(
-            "metadata must be an object of string keys and values.", param="metadata", code="invalid_metadata"
-        )
+        raise _bad_metadata(f"metadata must be an object of string keys and values, got {shown(metadata)}.")
     if len(metadata) > 16:
-        raise InvalidRequest("metadata may have at most 16 keys.", param="metadata", code="invalid_metadata")
+        raise _bad_metadata(f"metadata may have at most 16 keys, got {len(metadata)}.")
     for key, value in metadata.items():
         if not isinstance(key, str) or len(key) > 64:
-            raise InvalidRequest(
-                f"metadata key {key!r} must be a string of at most 64 characters.",
-                param="metadata",
-                code="invalid_metadata",
-            )
+            raise _bad_metadata(f"metadata key {shown(key)} must be a string of at most 64 characters.")
         if not isinstance(value, str) or len(value) > 512:
-            raise InvalidRequest(
-                f"metadata[{key!r}] must be a string of at most 512 characters.",
-                param="metadata",
-                code="invalid_metadata",
-            )
+            raise _bad_metadata(f"metadata[{shown(key)}] must be a string of at most 512 characters.")
+        for text, what in ((key, f"metadata key {shown(key)}"), (value, f"metadata[{shown(key)}]")):
+            if has_lone_surrogate(text):
+                raise _bad_metadata(f"{what} has a lone surrogate, which is not valid Unicode.")
+            if "\x00" in text:
+                raise _bad_metadata(f"{what} has a NUL character, which cannot be stored.")
     return metadata
+
+
+def _bad_metadata(message: str) -> InvalidRequest:
+    return InvalidRequest(message, param="metadata", code="invalid_metadata")
 
 
 def check_request(req: BatchRequest) -> None:
     windows = settings.BATCHSITE.completion_windows
     if req.completion_window not in windows:
         raise InvalidRequest(
-            f"completion_window must be one of: {', '.join(windows)}; got {req.completion_window!r}.",
+            f"completion_window must be one of: {', '.join(windows)}; got {shown(req.completion_window)}.",
             param="completion_window",
             code="invalid_completion_window",
         )
     if req.endpoint is not None and req.endpoint not in ENDPOINT_KINDS:
         raise InvalidRequest(
-            f"endpoint must be one of: {', '.join(ENDPOINT_KINDS)}; got {req.endpoint!r}.",
+            f"endpoint must be one of: {', '.join(ENDPOINT_KINDS)}; got {shown(req.endpoint)}.",
             param="endpoint",
             code="invalid_endpoint",
         )
@@ -80,14 +85,16 @@ def check_request(req: BatchRequest) -> None:
         entry = RegisteredModel.objects.enabled().filter(name=req.model).first()
         if entry is None:
             raise NotFound(
-                f"The model {req.model!r} does not exist or is not enabled here; "
+                f"The model {shown(req.model)} does not exist or is not enabled here; "
                 "GET /v1/models lists the models you can use.",
                 param="model",
                 code="model_not_found",
             )
         if req.endpoint is not None and not entry.serves(req.endpoint):
             raise InvalidRequest(
-                f"The model {req.model!r} does not serve {req.endpoint}.", param="model", code="model_not_supported"
+                f"The model {shown(req.model)} does not serve {req.endpoint}.",
+                param="model",
+                code="model_not_supported",
             )
     if req.webhook_url:
         check_webhook_url(req.webhook_url)
@@ -195,13 +202,16 @@ def create_batch_from_upload(owner: Any, upload: DjangoFile, req: BatchRequest) 
     input_file = file_service.store_upload(owner, upload, "batch")
     try:
         return _create(owner, input_file, req)
-    except BatchsiteError:
+    except BaseException:
+        # Not only refusals: whatever stopped the batch (a bug, a lost
+        # database), the caller got no batch, so it must not keep a file
+        # it never asked for on its own.
         file_service.delete_file(input_file)
         raise
 
 
 def get_batch(owner: Any, batch_id: str) -> Batch:
-    batch = Batch.objects.owned_by(owner).filter(pk=batch_id).first()
+    batch = Batch.objects.owned_by(owner).filter(pk=batch_id).first() if could_be_id(batch_id) else None
     if batch is None:
         raise not_found("batch", batch_id, "batch_id")
     return batch

@@ -15,7 +15,8 @@ from django.utils import timezone
 from jobs import storage
 from jobs.errors import Conflict, InvalidRequest, not_found
 from jobs.models import Batch, File, FilePurpose
-from jobs.models.ids import new_file_id
+from jobs.models.ids import could_be_id, new_file_id
+from jobs.services.safe_json import shown
 
 UPLOAD_PURPOSES = {FilePurpose.BATCH.value}
 # OpenAI's range for expires_after and output_expires_after: one hour to 30 days.
@@ -93,7 +94,7 @@ def get_owned_file(owner: Any, file_id: str, param: str = "file_id") -> File:
     ``param`` names the request field the id came from (``input_file_id`` when
     creating a batch), so the error points at what the caller sent.
     """
-    file = File.objects.owned_by(owner).live().filter(pk=file_id).first()
+    file = File.objects.owned_by(owner).live().filter(pk=file_id).first() if could_be_id(file_id) else None
     if file is None:
         raise not_found("file", file_id, param)
     return file
@@ -106,7 +107,7 @@ def store_upload(owner: Any, upload: DjangoFile, purpose: str, expires_after: in
     """
     if purpose not in UPLOAD_PURPOSES:
         raise InvalidRequest(
-            f"Invalid purpose {purpose!r}: files uploaded here are for batches, use purpose 'batch'.",
+            f"Invalid purpose {shown(purpose)}: files uploaded here are for batches, use purpose 'batch'.",
             code="invalid_purpose",
             param="purpose",
         )

@@ -8,16 +8,26 @@ each chunk's lines start and end, so workers can seek straight to their lines.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from batchsite.env import Limits
 from jobs.errors import InvalidRequest
 from jobs.models import ENDPOINT_KINDS, RegisteredModel
+from jobs.services import safe_json
 from jobs.services.jsonl import iter_lines
+from jobs.services.safe_json import JsonRefused, shown
 
 ALLOWED_KEYS = frozenset({"custom_id", "method", "url", "body"})
+# The line error code for each rule of safe_json that can refuse a line.
+REFUSAL_CODES = {
+    "syntax": "invalid_json_line",
+    "number": "invalid_number",
+    "depth": "nesting_too_deep",
+    "unicode": "invalid_unicode",
+}
+# Longer names, or names with NUL, cannot be registered (or stored on the batch).
+MODEL_NAME_MAX = RegisteredModel._meta.get_field("name").max_length or 200
 
 
 @dataclass(frozen=True)
@@ -124,25 +134,26 @@ class _Validator:
             self.error(n, "invalid_encoding", f"Line {n} is not valid UTF-8 (byte {exc.start}).")
             return
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            self.error(n, "invalid_json_line", f"Line {n} is not valid JSON: {exc.msg} at column {exc.colno}.")
+            obj = parse_line(text)
+        except JsonRefused as exc:
+            self.error(n, REFUSAL_CODES[exc.kind], f"Line {n} {exc.message}.", exc.path)
             return
         if not isinstance(obj, dict):
             self.error(n, "invalid_request", f"Line {n} is a JSON {type(obj).__name__}, not an object.")
             return
         unknown = sorted(set(obj) - ALLOWED_KEYS)
         if unknown:
+            listed = ", ".join(shown(key, 40) for key in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
             self.error(
                 n,
                 "unexpected_key",
-                f"Line {n} has unknown keys: {', '.join(unknown)}. Allowed: custom_id, method, url, body.",
-                unknown[0],
+                f"Line {n} has unknown keys: {listed}. Allowed: custom_id, method, url, body.",
+                safe_json.path_text((None, unknown[0])),
             )
         self.check_custom_id(n, obj)
         method = obj.get("method")
         if method != "POST":
-            self.error(n, "invalid_method", f"Line {n}: method must be 'POST', got {method!r}.", "method")
+            self.error(n, "invalid_method", f"Line {n}: method must be 'POST', got {shown(method)}.", "method")
         self.check_url(n, obj.get("url"))
         body = obj.get("body")
         if not isinstance(body, dict):
@@ -166,7 +177,7 @@ class _Validator:
             self.error(
                 n,
                 "duplicate_custom_id",
-                f"Line {n}: custom_id {custom_id!r} was already used on line {first}.",
+                f"Line {n}: custom_id {shown(custom_id)} was already used on line {first}.",
                 "custom_id",
             )
 
@@ -175,15 +186,21 @@ class _Validator:
             self.result.endpoint = url
         if url != self.result.endpoint:
             expected = self.result.endpoint or " or ".join(ENDPOINT_KINDS)
-            self.error(n, "invalid_url", f"Line {n}: url must be {expected}, got {url!r}.", "url")
+            self.error(n, "invalid_url", f"Line {n}: url must be {expected}, got {shown(url)}.", "url")
 
     def check_model(self, n: int, model: Any) -> None:
         if model is None:
             if self.result.model is None:
                 self.error(n, "missing_model", f"Line {n}: body.model is required.", "body.model")
             return
-        if not isinstance(model, str):
-            self.error(n, "invalid_model", f"Line {n}: body.model must be a string.", "body.model")
+        if not isinstance(model, str) or not model or len(model) > MODEL_NAME_MAX or "\x00" in model:
+            self.error(
+                n,
+                "invalid_model",
+                f"Line {n}: body.model must be a model name (a string of 1 to {MODEL_NAME_MAX} characters), "
+                f"got {shown(model)}.",
+                "body.model",
+            )
             return
         if self.result.model is None:
             self.result.model = model
@@ -191,8 +208,8 @@ class _Validator:
             self.error(
                 n,
                 "mismatched_model",
-                f"Line {n}: body.model {model!r} differs from the batch's model "
-                f"{self.result.model!r}; a batch uses one model.",
+                f"Line {n}: body.model {shown(model)} differs from the batch's model "
+                f"{shown(self.result.model)}; a batch uses one model.",
                 "body.model",
             )
             return
@@ -206,7 +223,7 @@ class _Validator:
             self.error(
                 n,
                 "model_not_found",
-                f"Line {n}: the model {model!r} does not exist or is not "
+                f"Line {n}: the model {shown(model)} does not exist or is not "
                 "enabled here; GET /v1/models lists the models you can use.",
                 "body.model",
             )
@@ -214,10 +231,18 @@ class _Validator:
             self.error(
                 n,
                 "model_not_supported",
-                f"Line {n}: the model {model!r} does not serve "
+                f"Line {n}: the model {shown(model)} does not serve "
                 f"{self.result.endpoint} (it serves {', '.join(entry.endpoints)}).",
                 "body.model",
             )
+
+
+def parse_line(text: str) -> Any:
+    """One input line as JSON the rest of the system can carry (safe_json's rules):
+    no NaN or infinite numbers, no deep nesting, no lone surrogates in any string."""
+    obj = safe_json.loads(text)
+    safe_json.check_unicode(obj, text)
+    return obj
 
 
 def validate_input(f: BinaryIO, endpoint: str | None, model: str | None, limits: Limits) -> ValidationResult:

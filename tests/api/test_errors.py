@@ -50,3 +50,11 @@ def test_pages_outside_the_api_keep_html_errors(db):
     response = Client().get("/admin/nothing/")
     assert response.status_code in (302, 404)
     assert not response["Content-Type"].startswith("application/json")
+
+
+def test_a_host_not_allowed_is_a_json_400_under_v1_and_html_elsewhere(db):
+    api = Client(raise_request_exception=False)
+    error = assert_openai_error(api.get("/v1/models", HTTP_HOST="evil.example"), 400)
+    assert error["code"] == "invalid_host" and "ALLOWED_HOSTS" in error["message"]
+    page = api.get("/admin/", HTTP_HOST="evil.example")
+    assert page.status_code == 400 and not page["Content-Type"].startswith("application/json")

@@ -60,6 +60,72 @@ def test_a_bad_third_line_fails_the_batch_and_names_line_3(client, models, uploa
     assert "Line 3" in error["message"]
 
 
+DEEP_PATH = ("body.x" + "[0]" * 62)[:117] + "..."  # paths are cut at 120 characters
+
+
+def line_with(**body: Any) -> bytes:
+    line = chat_line(9)
+    line["body"].update(body)
+    return json.dumps(line).encode()
+
+
+@pytest.mark.parametrize(
+    "bad_line, code, param, words",
+    [
+        (line_with(temperature=float("nan")), "invalid_number", None, "NaN"),
+        (line_with(temperature=float("inf")), "invalid_number", None, "Infinity"),
+        (line_with(temperature=float("-inf")), "invalid_number", None, "-Infinity"),
+        (line_with(top_p=1).replace(b'"top_p": 1', b'"top_p": 1e999'), "invalid_number", None, "1e999"),
+        (line_with(seed=1).replace(b'"seed": 1', b'"seed": ' + b"9" * 5000), "invalid_number", None, "digits"),
+        (b"[" * 100_000 + b"]" * 100_000, "nesting_too_deep", None, "64 levels"),
+        (line_with(x=json.loads("[" * 63 + "]" * 63)), "nesting_too_deep", DEEP_PATH, "64 levels"),
+        (json.dumps(chat_line(9, custom_id="a\ud800")).encode(), "invalid_unicode", "custom_id", "\\ud800"),
+        (
+            json.dumps(chat_line(9, custom_id="a")).replace('"Say 9"', '"\\udc00 lone"').encode(),
+            "invalid_unicode",
+            "body.messages[0].content",
+            "\\udc00",
+        ),
+        (line_with(**{"bad\ud83d key": 1}), "invalid_unicode", "body['bad\\ud83d key']", "surrogate"),
+        (line_with(model="m" * 201), "invalid_model", "body.model", "1 to 200"),
+        (line_with(model="chat\x00model"), "invalid_model", "body.model", "\\x00"),
+    ],
+)
+def test_json_the_system_cannot_carry_fails_the_batch_naming_the_line(
+    client, models, upload, bad_line, code, param, words
+):
+    error = assert_failed(create(client, upload, jsonl([*GOOD, bad_line])), code, 3)
+    assert error["message"].startswith("Line 3") and words in error["message"], error
+    assert error["param"] == param
+
+
+def test_a_first_line_model_longer_than_the_column_fails_the_batch_not_the_server(client, models, upload):
+    """It became the failed batch's model: PostgreSQL refused 300 characters in varchar(200), a 500."""
+    batch = create(client, upload, jsonl([chat_line(1, model="m" * 300), chat_line(2)]))
+    assert_failed(batch, "invalid_model", 1)
+    assert len(batch["model"]) <= 200
+
+
+def test_a_line_nested_as_deep_as_allowed_and_escaped_surrogate_pairs_are_accepted(client, models, upload):
+    deepest = chat_line(5)
+    deepest["body"]["x"] = json.loads("[" * 62 + "]" * 62)  # the line is 64 levels deep
+    paired = json.dumps(chat_line(6, custom_id="\U0001f600")).encode()
+    assert b'"custom_id": "\\ud83d\\ude00"' in paired  # a pair of escapes, which decodes to one character
+    batch = create(client, upload, jsonl([*GOOD, deepest, paired]))
+    assert batch["status"] == "in_progress", batch["errors"]
+
+
+def test_messages_quote_hostile_values_short_and_escaped(client, models, upload):
+    huge_id = "x" * 100_000 + "\x00"
+    lines = [chat_line(1, custom_id=huge_id), chat_line(2, custom_id=huge_id, method=["GET"] * 1000)]
+    lines.append(chat_line(3, **{"k" * 10_000: 1, "url": "\x00" * 10_000}))
+    batch = create(client, upload, jsonl(lines))
+    messages = [e["message"] for e in batch["errors"]["data"]]
+    assert {e["code"] for e in batch["errors"]["data"]} >= {"duplicate_custom_id", "invalid_method", "unexpected_key"}
+    assert all(len(m) < 400 for m in messages), [len(m) for m in messages]
+    assert all("\x00" not in m for m in messages)
+
+
 def test_stream_true_is_refused(client, models, upload):
     line = chat_line(5)
     line["body"]["stream"] = True
