@@ -97,9 +97,13 @@ def _gpu(item: str, flag: str) -> str:
     if item.startswith("cuda:"):
         item = item[len("cuda:") :]
     if item.isascii() and item.isdigit():
-        index = int(item)
+        # Three digits hold every index; int() of thousands of digits would raise instead.
+        digits = item.lstrip("0") or "0"
+        index = int(digits) if len(digits) <= 3 else MAX_INDEX + 1
         if index > MAX_INDEX:
-            raise DeviceError(f"{flag}: GPU index {item} is out of range (0-{MAX_INDEX})")
+            raise DeviceError(
+                f"{flag}: GPU index {item[:12]}{'...' if len(item) > 12 else ''} is out of range (0-{MAX_INDEX})"
+            )
         return str(index)
     if _UUID.match(item):
         return item
