@@ -17,6 +17,8 @@ from tests.live import MODELS_CACHE, LiveStack
 from tests.s3 import S3Server, use_test_credentials
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# The session's gunicorn answers GET /metrics for this token.
+LIVE_METRICS_TOKEN = "live-metrics-token-for-tests-0123"
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -216,6 +218,7 @@ def live_server_process(
         "DATABASE_URL": database_url(),
         "BATCHSITE_DATA_DIR": str(data_dir),
         "DJANGO_SETTINGS_MODULE": "batchsite.settings",
+        "BATCHSITE_METRICS_TOKEN": LIVE_METRICS_TOKEN,
         **storage.env,
     }
     root = Path(__file__).resolve().parent.parent

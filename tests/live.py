@@ -54,18 +54,21 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: f
 
 
 class LiveStack:
-    def __init__(self, server: Any, worker: subprocess.Popen[bytes], log_path: Path) -> None:
+    def __init__(self, server: Any, worker: subprocess.Popen[bytes], log_path: Path, engine_metrics_url: str) -> None:
         self.server = server
         self.url: str = server.url
         self.data_dir: Path = server.data_dir
         self.worker = worker
         self.worker_log = log_path
+        # vLLM's own metrics, served by the worker (run_gpu_worker --metrics-port).
+        self.engine_metrics_url = engine_metrics_url
 
     @classmethod
     def start(cls, server: Any, root: Path) -> LiveStack:
-        from tests.conftest import database_url
+        from tests.conftest import database_url, free_port
 
         log_path = server.data_dir / "live-worker.log"
+        metrics_port = free_port()
         env = {
             **os.environ,
             **WORKER_ENV,
@@ -76,13 +79,14 @@ class LiveStack:
         }
         with log_path.open("ab") as log:
             worker = subprocess.Popen(
-                [sys.executable, "manage.py", "run_gpu_worker", "--worker-id", "live-worker", "--device", "cpu"],
+                [sys.executable, "manage.py", "run_gpu_worker", "--worker-id", "live-worker", "--device", "cpu"]
+                + ["--metrics-port", str(metrics_port)],
                 cwd=root,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        return cls(server, worker, log_path)
+        return cls(server, worker, log_path, f"http://127.0.0.1:{metrics_port}/metrics")
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.worker_log.read_text(errors="replace").splitlines()[-lines:])
