@@ -19,7 +19,7 @@ from django.db import close_old_connections, connection
 from django.db.utils import InterfaceError, OperationalError
 
 from jobs.engine.base import Engine, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
-from jobs.engine.devices import Devices
+from jobs.engine.pinning import Devices
 from jobs.housekeeper import Housekeeper
 from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id

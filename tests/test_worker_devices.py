@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from jobs.engine.devices import parse
+from jobs.engine.pinning import parse
 from jobs.engine.simulated import SimulatedEngine
 from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, Worker
 from jobs.worker import GpuWorker

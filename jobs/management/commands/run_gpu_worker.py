@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
-from jobs.engine import devices as device_config
+from jobs.engine import pinning as device_config
 from jobs.worker import GpuWorker
 
 DEFAULT_ENGINE = "jobs.engine.vllm_engine.VllmEngine"

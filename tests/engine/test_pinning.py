@@ -1,4 +1,4 @@
-"""Device pinning (jobs/engine/devices.py): what each --device/--devices value means for the engine.
+"""Device pinning (jobs/engine/pinning.py): what each --device/--devices value means for the engine.
 
 Pure functions; no GPU and no engine needed. What the worker process and its
 engine process really get is tested in tests/test_worker_devices.py.
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobs.engine.devices import DeviceError, Devices, cuda_initialised, parallel_size, parse, pin
+from jobs.engine.pinning import DeviceError, Devices, cuda_initialised, parallel_size, parse, pin
 
 
 @pytest.mark.parametrize(
