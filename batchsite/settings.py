@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from batchsite.env import (
@@ -62,7 +63,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "rest_framework",
+    "axes",
     "drf_spectacular",
     # Redoc and Swagger UI served from our own static files: the service runs offline.
     "drf_spectacular_sidecar",
@@ -75,11 +78,15 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before CSRF, which reads the form body: a body past a limit is a page, not a 500.
+    "jobs.web.middleware.FormBodyMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "jobs.api.errors.ApiErrorMiddleware",
+    # Last, as django-axes requires: turns a locked-out sign-in into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "batchsite.urls"
@@ -96,6 +103,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            "libraries": {"web": "jobs.web.templatetags"},
         },
     },
 ]
@@ -120,6 +128,24 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Sign-in: Django's own views (/accounts/login/) for the pages, the admin and the
+# browsable API alike; django-axes counts failed attempts per user name and
+# client address and refuses that pair for a while after too many.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+AXES_FAILURE_LIMIT = env.integer("BATCHSITE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env.number("BATCHSITE_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1))
+# By the pair: one address guessing cannot lock a user out from everywhere,
+# and one user name cannot lock out everyone behind a shared address.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "web/locked_out.html"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -131,6 +157,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# The web UI's own stylesheet and script, and htmx, vendored: nothing is fetched from a CDN.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "jobs.storage.LocalStorage", "OPTIONS": {"location": str(FILES_DIR)}},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -155,7 +183,8 @@ if BATCHSITE_OBJECT_STORE is not None:
             ),
         },
     }
-# Serve admin assets without collectstatic, so the laptop default needs no build step.
+# Serve the pages' and the admin's assets without collectstatic, so the laptop
+# default needs no build step; gunicorn serves them through WhiteNoise.
 WHITENOISE_USE_FINDERS = True
 
 # Uploads always stream to a temporary file on the data volume (never into
@@ -223,4 +252,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": env.text("LOG_LEVEL", "INFO").upper()},
+    # django-axes logs every sign-in (and itself, in every process) at INFO;
+    # failures and lock-outs, which matter, are warnings.
+    "loggers": {"axes": {"level": "WARNING"}},
 }

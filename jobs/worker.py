@@ -19,6 +19,7 @@ from django.db import close_old_connections, connection
 from django.db.utils import InterfaceError, OperationalError
 
 from jobs.engine.base import Engine, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
+from jobs.engine.devices import device_stats
 from jobs.engine.pinning import Devices
 from jobs.housekeeper import Housekeeper
 from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
@@ -144,7 +145,8 @@ class GpuWorker:
 
     def beat(self) -> None:
         loaded = self.engine.loaded_model or ""
-        if not queue.heartbeat(self.id, state=self.state, loaded_model=loaded):
+        stats = device_stats(self.devices.monitored if self.devices else self.device)
+        if not queue.heartbeat(self.id, state=self.state, loaded_model=loaded, stats=stats):
             # The row is gone (an operator deleted it in the admin, or a test
             # emptied the tables): a live worker must stay visible, and its
             # claims reference the row, so it registers again.

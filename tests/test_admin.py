@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.http import HttpRequest
 from django.test import Client
 
 from jobs.models import ApiKey, Batch
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.django_db
 def staff() -> Client:
     get_user_model().objects.create_superuser("admin", "admin@example.test", "pw-admin-123")
     browser = Client()
-    assert browser.login(username="admin", password="pw-admin-123")
+    assert browser.login(request=HttpRequest(), username="admin", password="pw-admin-123")
     return browser
 
 

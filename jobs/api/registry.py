@@ -13,6 +13,7 @@ from jobs.api import schema
 from jobs.api.errors import ApiError
 from jobs.models import RegisteredModel
 from jobs.services.objects import unix
+from jobs.services.registry import enabled_models
 
 
 def model_body(entry: RegisteredModel) -> dict[str, Any]:
@@ -34,7 +35,7 @@ class ModelListApi(APIView):
         responses={200: schema.ModelList, **schema.errors()},
     )
     def get(self, request: Request) -> Response:
-        return Response({"object": "list", "data": [model_body(m) for m in RegisteredModel.objects.enabled()]})
+        return Response({"object": "list", "data": [model_body(m) for m in enabled_models()]})
 
 
 class ModelDetailApi(APIView):

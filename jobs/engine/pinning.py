@@ -47,6 +47,12 @@ class Devices:
         return self.kind
 
     @property
+    def monitored(self) -> str:
+        """The device whose status the worker publishes (jobs/engine/devices.py), as CUDA numbers it
+        inside this process: once pinned, the engine's first GPU is cuda:0 whatever its physical index."""
+        return {"auto": "", "cpu": "cpu", "cuda": "cuda:0"}[self.kind]
+
+    @property
     def count(self) -> int | None:
         """Devices the engine gets; None when unpinned (whatever vLLM finds)."""
         return {"auto": None, "cpu": 1, "cuda": len(self.gpus)}[self.kind]

@@ -23,6 +23,9 @@ class Worker(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     heartbeat_at = models.DateTimeField()
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # Device status from the last heartbeat (jobs/engine/devices.py): kind gpu/cpu,
+    # process memory and, on a GPU, NVML's memory and utilisation.
+    stats = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-heartbeat_at"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.http import HttpRequest
 from rest_framework.test import APIClient
 
 from jobs.models import ApiKey
@@ -73,7 +74,7 @@ def test_another_users_objects_answer_404(client, other_client, models, upload):
 
 def test_the_browsable_api_works_with_a_session_login(user):
     browser = APIClient()
-    assert browser.login(username="alice", password="pw-alice-123")
+    assert browser.login(request=HttpRequest(), username="alice", password="pw-alice-123")
     response = browser.get("/v1/batches", HTTP_ACCEPT="text/html")
     assert response.status_code == 200
     assert b"Batch" in response.content and b"<html" in response.content

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from jobs.engine.devices import nvml_target
 from jobs.engine.pinning import DeviceError, Devices, cuda_initialised, parallel_size, parse, pin
 
 
@@ -122,3 +123,13 @@ def test_pinning_after_cuda_started_is_refused(monkeypatch):
     with pytest.raises(DeviceError, match="CUDA was initialised before --device cuda:1"):
         pin(Devices("cuda", ("1",)), environ)
     assert environ == {}
+
+
+@pytest.mark.parametrize(
+    "device, devices, target",
+    [("cuda:3", None, 3), (None, "5,6", 5), (None, "GPU-8f6e-11aa", "GPU-8f6e-11aa"), ("cpu", None, None)],
+)
+def test_a_pinned_worker_publishes_the_status_of_its_own_physical_gpu(device, devices, target):
+    """The dashboard's GPU figures (jobs/engine/devices.py) come from the GPU the engine was pinned to."""
+    pinned = parse(device, devices)
+    assert nvml_target(pinned.monitored, pinned.environment()) == target
