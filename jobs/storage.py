@@ -160,7 +160,3 @@ def writer(storage: Storage, name: str) -> Iterator[IO[bytes]]:
         if saved != name:
             storage.delete(saved)
             raise FileExistsError(f"{name} already exists in storage")
-
-
-def is_remote(storage: Storage) -> bool:
-    return not isinstance(storage, FileSystemStorage)

@@ -182,3 +182,29 @@ def test_a_download_streams_from_the_store_in_blocks(client, upload, settings):
     assert len(blocks) > 1 and len(blocks[0]) == 1 << 16
     assert b"".join(blocks) == content
     assert [p for p in Path(settings.UPLOAD_TMP_DIR).rglob("*") if p.is_file()] == []  # nothing staged
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_reads_each_chunk_with_one_ranged_get_of_its_bytes(
+    client, upload, models, limits, settings, s3_server
+):
+    """On S3, the worker's reads of a batch's input are exactly its chunks' byte ranges (SIMULATED engine:
+    this is about reading the input, not inference)."""
+    from django.core.files.storage import default_storage
+
+    from jobs.engine.simulated import SimulatedEngine
+    from jobs.models import Batch, Chunk
+    from jobs.worker import GpuWorker
+    from tests.conftest import chat_line, jsonl
+
+    settings.STORAGES = {**settings.STORAGES, "default": s3_server.storage(s3_server.new_prefix("ranged"))}
+    limits(chunk_size=25)
+    file = upload(jsonl([chat_line(i) for i in range(100)]))
+    body = {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    batch_id = client.post("/v1/batches", body, format="json").json()["id"]
+    sent = Requests(default_storage._wrapped if hasattr(default_storage, "_wrapped") else default_storage)
+    assert GpuWorker(SimulatedEngine(), exit_when_idle=True).run() == 0
+    assert Batch.objects.get(pk=batch_id).status == "completed"
+    chunks = Chunk.objects.filter(batch_id=batch_id).order_by("index")
+    assert len(chunks) == 4
+    assert sorted(sent.ranges) == sorted(f"bytes={c.start_byte}-{c.end_byte - 1}" for c in chunks)
