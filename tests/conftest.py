@@ -219,6 +219,9 @@ def live_server_process(
         "BATCHSITE_DATA_DIR": str(data_dir),
         "DJANGO_SETTINGS_MODULE": "batchsite.settings",
         "BATCHSITE_METRICS_TOKEN": LIVE_METRICS_TOKEN,
+        # As bin/start and docs/OPERATING.md run gunicorn: without it, whichever of its threads
+        # first touches the object store keeps its own malloc arena, and RSS varies by thread.
+        "MALLOC_ARENA_MAX": "2",
         **storage.env,
     }
     root = Path(__file__).resolve().parent.parent
