@@ -160,6 +160,9 @@ class WorkerSettings:
     shutdown_grace_seconds: float
     poll_seconds: float
     progress_seconds: float
+    engine_stall_seconds: float
+    model_load_attempts: int
+    model_load_backoff_seconds: float
 
 
 def read_worker_settings(reader: Reader) -> WorkerSettings:
@@ -177,6 +180,9 @@ def read_worker_settings(reader: Reader) -> WorkerSettings:
         shutdown_grace_seconds=reader.number("BATCHSITE_SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0),
         poll_seconds=reader.number("BATCHSITE_POLL_SECONDS", 1.0, minimum=0.05),
         progress_seconds=reader.number("BATCHSITE_PROGRESS_SECONDS", 2.0, minimum=0.1),
+        engine_stall_seconds=reader.number("BATCHSITE_ENGINE_STALL_SECONDS", 300.0, minimum=1.0),
+        model_load_attempts=reader.integer("BATCHSITE_MODEL_LOAD_ATTEMPTS", 3, minimum=1),
+        model_load_backoff_seconds=reader.number("BATCHSITE_MODEL_LOAD_BACKOFF_SECONDS", 30.0, minimum=0.0),
     )
 
 

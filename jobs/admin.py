@@ -9,7 +9,17 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from jobs.models import ApiKey, Batch, Chunk, File, RegisteredModel, WebhookAttempt, WebhookDelivery, Worker
+from jobs.models import (
+    ApiKey,
+    Batch,
+    Chunk,
+    File,
+    ModelLoadFailure,
+    RegisteredModel,
+    WebhookAttempt,
+    WebhookDelivery,
+    Worker,
+)
 from jobs.webhooks import outbox
 
 CHUNK_FIELDS = (
@@ -106,6 +116,16 @@ class WorkerAdmin(admin.ModelAdmin):
     list_display = ["id", "host", "pid", "device", "state", "loaded_model", "heartbeat_at", "started_at"]
     list_filter = ["state", "host"]
     search_fields = ["id", "host"]
+
+
+@admin.register(ModelLoadFailure)
+class ModelLoadFailureAdmin(admin.ModelAdmin):
+    """Which worker is backing off from which model, and why (jobs/services/loads.py)."""
+
+    list_display = ["model", "worker", "failures", "failed_at", "retry_at"]
+    list_filter = ["model"]
+    search_fields = ["model", "worker__id", "message"]
+    raw_id_fields = ["worker"]
 
 
 @admin.register(ApiKey)

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.db.utils import InterfaceError, OperationalError
 
-from jobs.services import retention
+from jobs.services import expiry, retention
 from jobs.webhooks.sender import Sender
 
 log = logging.getLogger("batchsite.housekeeper")
@@ -39,6 +39,8 @@ def standard_jobs(owner: str, stopping: threading.Event) -> list[Job]:
     """Every periodic job. ``owner`` names this process in leases; long jobs stop early once ``stopping`` is set."""
     return [
         Job("send webhooks", settings.BATCHSITE_WEBHOOKS.poll_seconds, Sender(owner, stopping).send_due),
+        # Overdue batches end even when no GPU worker runs (each is finalized under its row lock).
+        Job("expire overdue batches", 5.0, expiry.expire_overdue),
         # Deleting is idempotent (a row or file another process deleted first is no error).
         Job("delete expired files", 60.0, retention.delete_expired_files),
     ]

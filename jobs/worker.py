@@ -3,6 +3,14 @@
 One ``GpuWorker`` per process (``manage.py run_gpu_worker``). The main thread
 runs the loop; a heartbeat thread keeps the Worker row fresh even while a
 model loads for minutes, so other workers never mistake a slow load for death.
+It also aborts the lines of cancelled batches, and gives up on an engine that
+made no progress for BATCHSITE_ENGINE_STALL_SECONDS (a hang is handled like a
+crash: reload, retry the lines, fail a line that hangs it every time alone).
+
+A fault in one batch (its model will not load, its input cannot be read, its
+finalize raises) is caught, logged with the batch id and counted against that
+batch; the worker goes on with other work. The process dies only for a bug in
+its own loop, and then ``bin/start`` starts it again.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
 from django.conf import settings
@@ -24,14 +33,16 @@ from jobs.engine.pinning import Devices
 from jobs.housekeeper import Housekeeper
 from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id
-from jobs.services import lifecycle, metrics, queue, results
+from jobs.services import loads, metrics, parts, queue, results
 from jobs.worker_feed import ChunkRun, Feeder
 
 log = logging.getLogger("batchsite.worker")
 
 POISON_MESSAGE = (
-    "The engine crashed every time it ran this request, so it was failed alone to let the rest of the batch complete."
+    "The engine crashed or stopped answering every time it ran this request, "
+    "so it was failed alone to let the rest of the batch complete."
 )
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 class GpuWorker:
@@ -58,6 +69,7 @@ class GpuWorker:
         self.grace = conf.shutdown_grace_seconds
         self.poll = conf.poll_seconds
         self.progress_every = conf.progress_seconds
+        self.stall_seconds = conf.engine_stall_seconds
         self.state = WorkerState.IDLE
         self.stopping = threading.Event()
         self._beat_stop = threading.Event()
@@ -68,6 +80,12 @@ class GpuWorker:
         # answers a cancelled request with an error body ("Client disconnected"),
         # which must not be written as that line's result.
         self.aborting = threading.Event()
+        # The hang watch: while the engine runs, when it last answered (or took a
+        # line), and whether the feeder (not the engine) is what we wait on.
+        self.engine_running = False
+        self.feeding = False
+        self.last_progress = time.monotonic()
+        self._gave_up_on_engine = False
 
     # -- lifecycle -------------------------------------------------------
 
@@ -84,6 +102,12 @@ class GpuWorker:
     def abort_engine(self) -> None:
         self.aborting.set()
         self.engine.abort()
+
+    def abort_requests(self, tags: Collection[Any]) -> None:
+        """Abort these lines only; the engine's other lines (other batches') run on."""
+        if tags:
+            log.info("aborting %d in-flight requests", len(tags))
+            self.engine.abort(tags)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -102,7 +126,7 @@ class GpuWorker:
                     close_old_connections()
                     busy = self.tick()
                     backoff = 1.0
-                except (OperationalError, InterfaceError) as exc:
+                except DATABASE_ERRORS as exc:
                     # The database went away: wait and retry instead of crash-looping.
                     log.warning("database unavailable (%s); retrying in %.0fs", exc, backoff)
                     connection.close()
@@ -132,14 +156,18 @@ class GpuWorker:
             while not self._beat_stop.wait(self.heartbeat_seconds):
                 try:
                     self.beat()
+                    self.watch_engine()
                     feeder = self.feeder
                     if feeder is not None:
                         # Here, not in the result loop: a cancel must abort
                         # within seconds even while no result is arriving.
                         feeder.stop_cancelled()
-                except (OperationalError, InterfaceError) as exc:
+                except DATABASE_ERRORS as exc:
                     log.warning("heartbeat failed: %s", exc)
                     connection.close()
+                except Exception:
+                    # This thread is what keeps the worker's chunks its own: it must not die.
+                    log.exception("heartbeat thread error (carrying on)")
         finally:
             connection.close()
 
@@ -153,6 +181,17 @@ class GpuWorker:
             log.warning("worker %s: its row was missing; registering again", self.id)
             queue.register_worker(self.id, self.device, os.getpid(), self.state, loaded)
 
+    def watch_engine(self) -> None:
+        """Give up on an engine that holds lines but has answered none for too long (a hang)."""
+        if not self.engine_running or self.feeding or self._gave_up_on_engine:
+            return
+        silent = time.monotonic() - self.last_progress
+        if silent > self.stall_seconds:
+            self._gave_up_on_engine = True
+            reason = f"no progress for {silent:.0f}s (BATCHSITE_ENGINE_STALL_SECONDS={self.stall_seconds:g})"
+            log.error("engine for %s hangs: %s; restarting it", self.engine.loaded_model, reason)
+            self.engine.mark_dead(reason)
+
     def queue_drained(self) -> bool:
         """Nothing left that this worker could ever pick up, including a finalize
         whose worker may yet die (so --exit-when-idle cannot strand a batch)."""
@@ -161,7 +200,7 @@ class GpuWorker:
             .filter(batch__status__in=[BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING])
             .exists()
             or Batch.objects.filter(status=BatchStatus.FINALIZING).exists()
-            or queue.finishable_batches()
+            or queue.finishable_batches(self.id)
         )
 
     # -- one pass of the loop ------------------------------------------------
@@ -172,7 +211,7 @@ class GpuWorker:
         busy = bool(queue.release_orphans(self.id))
         busy = bool(queue.sweep_stale(self.stale_after, self.max_attempts)) or busy
         queue.stop_due_batches()
-        for batch_id in queue.finishable_batches():
+        for batch_id in queue.finishable_batches(self.id):
             busy = results.finalize(batch_id, self.id) is not None or busy
         if self.stopping.is_set():
             return busy
@@ -201,20 +240,37 @@ class GpuWorker:
         batch = chunk.batch
         entry = RegisteredModel.objects.enabled().filter(name=batch.model).first()
         if entry is None:
-            self.fail_batch(batch, "model_not_found", f"The model {batch.model!r} is no longer registered or enabled.")
+            queue.release_chunk(chunk, self.id, count_attempt=False, reason="Its model is not registered.")
+            results.fail_batch(
+                batch.pk, self.id, "model_not_found", f"The model {batch.model!r} is no longer registered or enabled."
+            )
             return
         spec = ModelSpec(entry.name, entry.source, tuple(entry.endpoints), dict(entry.engine_options))
         try:
             self.load(spec)
         except ModelLoadError as exc:
-            self.fail_batch(batch, "model_load_failed", str(exc))
+            self.load_failed(chunk, spec, str(exc))
             return
         self.state = WorkerState.RUNNING
         feeder = self.feeder = Feeder(self, chunk, spec.name)
         try:
             self.pump(feeder, spec)
             self.settle(feeder)
+        except DATABASE_ERRORS:
+            raise  # the loop waits for the database; release_orphans hands the chunks back
+        except Exception as exc:
+            ids = ", ".join(sorted({run.chunk.batch_id for run in feeder.runs}))
+            log.exception("error while running batch(es) %s; handing their chunks back", ids)
+            reason = f"The worker running it failed: {type(exc).__name__}: {exc}"
+            try:
+                self.settle(feeder, count_attempt=True, reason=reason)
+            except DATABASE_ERRORS:
+                raise
+            except Exception:
+                # Still ours in the database: release_orphans hands them back (counted) on the next pass.
+                log.exception("could not hand back the chunks of batch(es) %s", ids)
         finally:
+            feeder.close()
             self.feeder = None
             self.state = WorkerState.IDLE
 
@@ -231,22 +287,38 @@ class GpuWorker:
         self.spec = None
         self.engine.load(spec)
         self.spec = spec
+        loads.record_success(self.id, spec.name)
         log.info("model %s ready in %.2fs", spec.name, time.monotonic() - started)
         metrics.record_load(self.id, self.device, spec.name, previous, time.monotonic() - began)
 
-    def fail_batch(self, batch: Batch, code: str, message: str) -> None:
-        log.error("batch %s failed: %s", batch.id, message)
-        lifecycle.fail_batch(batch.pk, code, message)
+    def load_failed(self, chunk: Chunk, spec: ModelSpec, message: str) -> None:
+        """Hand the chunk back untouched and back off from the model; fail its batch
+        only if the failure is deterministic (the same everywhere, again and again)."""
         self.state = WorkerState.IDLE
+        log.error("batch %s: model %s failed to load: %s", chunk.batch_id, spec.name, message)
+        queue.release_chunk(chunk, self.id, count_attempt=False, reason=f"Its model failed to load here: {message}")
+        if loads.record_failure(self.id, spec.name, message):
+            results.fail_batch(chunk.batch_id, self.id, "model_load_failed", message)
+            loads.forget(spec.name)
 
     # -- running requests ------------------------------------------------
 
+    def engine_run(self, requests: Any) -> Any:
+        """engine.run under the hang watch."""
+        self.last_progress = time.monotonic()
+        self._gave_up_on_engine = False
+        self.engine_running = True
+        try:
+            yield from self.engine.run(requests)
+        finally:
+            self.engine_running = False
+
     def pump(self, feeder: Feeder, spec: ModelSpec) -> None:
-        """Run the feeder's requests to the end, surviving engine deaths."""
+        """Run the feeder's requests to the end, surviving engine deaths and hangs."""
         while True:
             try:
                 self.aborting.clear()
-                for result in self.engine.run(feeder):
+                for result in self.engine_run(feeder):
                     self.accept(result)
                     feeder.maybe_report()
                 return
@@ -271,14 +343,14 @@ class GpuWorker:
             group = groups.pop()
             seen: set[str] = set()
             try:
-                for result in self.engine.run(iter(group)):
+                for result in self.engine_run(iter(group)):
                     seen.add(result.custom_id)
                     self.accept(result)
             except EngineDeadError:
                 self.reload(spec)
                 rest = [r for r in group if r.custom_id not in seen]
                 if len(group) == 1:
-                    log.error("request %s crashes the engine; failing it alone", group[0].custom_id)
+                    log.error("request %s crashes or hangs the engine; failing it alone", group[0].custom_id)
                     self.accept(poison_result(group[0]))
                 elif rest:
                     half = max(1, len(rest) // 2)
@@ -288,49 +360,65 @@ class GpuWorker:
         run, seq = result.tag
         if self.feeder is not None:
             self.feeder.in_flight.pop((run.chunk.pk, seq), None)
-        if run.abandoned or (self.aborting.is_set() and result.status_code >= 400):
+        self.last_progress = time.monotonic()
+        if run.abandoned:
             return
-        run.add(seq, result)
-        if run.complete:
-            self.finish(run)
+        if result.aborted or ((self.aborting.is_set() or run.stopped) and result.status_code >= 400):
+            run.add_aborted()
+        else:
+            run.add(seq, result)
+        if run.settled:
+            self.close_run(run)
 
-    def finish(self, run: ChunkRun) -> None:
+    def close_run(self, run: ChunkRun, count_attempt: bool = False, reason: str = "") -> None:
+        """Write the lines this claim finished as its part, then end the chunk: done (every
+        line ran), cut short (cancelled or expired), or handed back with the rest to run."""
         chunk = run.chunk
-        if not queue.report_progress(chunk.pk, self.id, run.completed, run.failed):
-            run.abandoned = True
+        run.abandoned = True  # nothing more to do with it, whatever happens below
+        if not queue.report_progress(chunk, self.id, run.total_completed, run.total_failed):
             log.warning("chunk %s was taken from this worker; dropping its results", chunk)
             return
-        results.write_parts(chunk, run.sorted_output(), run.sorted_errors())
-        done = queue.end_chunk(chunk.pk, self.id, run.completed, run.failed, run.usage, cut_short=run.stopped)
-        run.abandoned = True  # nothing more to do with it either way
-        if not done:
-            log.warning("chunk %s was taken from this worker before it was marked done", chunk)
+        part = None
+        if run.seqs:
+            part = parts.write(
+                chunk.batch_id,
+                chunk.index,
+                chunk.fence,
+                run.sorted_output(),
+                run.sorted_errors(),
+                run.seqs,
+                run.usage,
+            )
+        if run.stopped or run.all_done:
+            kept = queue.end_chunk(chunk, self.id, part, cut_short=run.stopped and not run.all_done)
+        else:
+            kept = queue.release_chunk(chunk, self.id, keep=part, count_attempt=count_attempt, reason=reason)
+        if not kept:
+            log.warning("chunk %s was taken from this worker before its part was recorded", chunk)
+            if part is not None:
+                parts.discard(chunk.batch_id, chunk.index, chunk.fence)
             return
         queue.refresh_batch_counts(chunk.batch_id)
         elapsed = max(time.monotonic() - run.started, 1e-9)
         log.info(
-            "chunk %s done: %d ok, %d failed, %.1f req/s, %d output tokens",
+            "chunk %s %s: %d ok, %d failed, %d aborted, %.1f req/s",
             chunk,
+            "done" if run.all_done else "cut short" if run.stopped else "handed back",
             run.completed,
             run.failed,
+            run.aborted,
             (run.completed + run.failed) / elapsed,
-            run.usage.get("completion_tokens", 0),
         )
-        results.finalize(chunk.batch_id, self.id)
+        if run.stopped or run.all_done:
+            results.finalize(chunk.batch_id, self.id)
 
-    def settle(self, feeder: Feeder) -> None:
-        """After the engine returns: runs cut short by cancel/expiry keep what ran; the
-        rest (shutdown, abort for another batch) go back to the queue untouched."""
+    def settle(self, feeder: Feeder, count_attempt: bool = False, reason: str = "") -> None:
+        """After the engine returns: close every run still open. Runs cut short by cancel or
+        expiry keep what ran; the rest (shutdown, an error) keep the lines they finished and
+        go back to the queue for the others."""
         for run in feeder.runs:
-            if run.abandoned:
-                continue
-            if run.stopped:
-                self.finish(run)
-            else:
-                run.abandoned = True
-                queue.release_chunk(run.chunk.pk, self.id, count_attempt=False)
-                queue.refresh_batch_counts(run.chunk.batch_id)
-                log.info("released chunk %s back to the queue", run.chunk)
+            if not run.abandoned:
+                self.close_run(run, count_attempt=count_attempt, reason=reason or "The worker running it stopped.")
 
 
 def poison_result(request: EngineRequest) -> EngineResult:

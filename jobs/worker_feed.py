@@ -8,18 +8,22 @@ away, so the engine's window stays full across chunk boundaries.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any, BinaryIO, Protocol
 
 from django.conf import settings
+from django.db.utils import InterfaceError, OperationalError
 
 from jobs.engine.base import EngineRequest, EngineResult
 from jobs.models import Chunk, File
 from jobs.services import files as file_service
-from jobs.services import queue, results
+from jobs.services import parts, queue, results
 from jobs.services.jsonl import iter_lines
+
+log = logging.getLogger("batchsite.worker")
 
 
 class FeedOwner(Protocol):
@@ -29,32 +33,57 @@ class FeedOwner(Protocol):
     id: str
     stopping: threading.Event
     progress_every: float
+    feeding: bool
+    last_progress: float
 
-    def finish(self, run: ChunkRun) -> None: ...
+    def close_run(self, run: ChunkRun, count_attempt: bool = False, reason: str = "") -> None: ...
 
-    def abort_engine(self) -> None: ...
+    def abort_requests(self, tags: Collection[Any]) -> None: ...
 
 
 class ChunkRun:
-    """One claimed chunk's results as they arrive, kept in memory until the part is written."""
+    """One claim of a chunk: its results as they arrive, kept in memory until its part is written.
+
+    Each line fed to the engine ends in exactly one outcome: a result (kept) or
+    an abort (not kept: the line did not run). Lines that earlier claims
+    finished (the chunk's recorded parts) are not fed again.
+    """
 
     def __init__(self, chunk: Chunk) -> None:
         self.chunk = chunk
         self.started = time.monotonic()
+        before = parts.recorded(chunk)
+        self.skip = parts.done_seqs(before)
+        self.base_completed, self.base_failed = parts.totals(before)
         self.fed = 0
         self.fed_all = False
-        self.received = 0
+        self.outcomes = 0
         self.completed = 0
         self.failed = 0
+        self.aborted = 0
         self.usage: dict[str, int] = {}
         self.output: list[tuple[int, bytes]] = []
         self.errors: list[tuple[int, bytes]] = []
+        self.seqs: list[int] = []  # the lines this claim finished
         self.stopped = False  # cancelled or expired: keep what ran, skip the rest
-        self.abandoned = False  # finished, released, or taken by another worker
+        self.abandoned = False  # closed, released, or taken by another worker
 
     @property
-    def complete(self) -> bool:
-        return (self.fed_all or self.stopped) and self.received == self.fed
+    def settled(self) -> bool:
+        """Every line it will feed has been fed and has its outcome."""
+        return (self.fed_all or self.stopped) and self.outcomes == self.fed
+
+    @property
+    def all_done(self) -> bool:
+        return len(self.skip) + len(self.seqs) == self.chunk.request_count
+
+    @property
+    def total_completed(self) -> int:
+        return self.base_completed + self.completed
+
+    @property
+    def total_failed(self) -> int:
+        return self.base_failed + self.failed
 
     def add(self, seq: int, result: EngineResult) -> None:
         line = results.result_line(result.custom_id, result.status_code, result.request_id, result.body)
@@ -65,7 +94,12 @@ class ChunkRun:
             self.errors.append((seq, line))
             self.failed += 1
         results.add_usage(self.usage, result.usage)
-        self.received += 1
+        self.seqs.append(seq)
+        self.outcomes += 1
+
+    def add_aborted(self) -> None:
+        self.aborted += 1
+        self.outcomes += 1
 
     def sorted_output(self) -> list[bytes]:
         return [line for _, line in sorted(self.output, key=lambda item: item[0])]
@@ -75,18 +109,21 @@ class ChunkRun:
 
 
 def read_requests(run: ChunkRun, source: BinaryIO, model: str) -> Iterator[EngineRequest]:
+    """The chunk's request lines that no earlier claim finished, tagged (run, position in chunk)."""
     chunk = run.chunk
-    seq = 0
+    seq = -1
     for line in iter_lines(
         source, settings.BATCHSITE.max_line_bytes, chunk.start_byte, chunk.end_byte, chunk.first_line
     ):
         if line.data is None or line.blank:
             continue
+        seq += 1
+        if seq in run.skip:
+            continue
         obj = json.loads(line.data)
         body = obj["body"]
         body.setdefault("model", model)  # the one-call shortcut lets lines leave it out
         yield EngineRequest(obj["custom_id"], obj["url"], body, (run, seq))
-        seq += 1
 
 
 class Feeder:
@@ -106,22 +143,40 @@ class Feeder:
         return self
 
     def __next__(self) -> EngineRequest:
+        # While here the engine waits on us (reading input, claiming the next
+        # chunk), not the other way round: the worker's hang watch must not count it.
+        self.worker.feeding = True
+        try:
+            return self._next()
+        finally:
+            self.worker.feeding = False
+            self.worker.last_progress = time.monotonic()
+
+    def _next(self) -> EngineRequest:
         while True:
             if self.worker.stopping.is_set():
                 self._close_source()
                 raise StopIteration
-            if self._current is None and not self._open_next():
-                self.finished = True
-                raise StopIteration
+            if self._current is None:
+                if not self._open_next():
+                    self.finished = True
+                    raise StopIteration
+                continue  # opened, or dropped (its input unreadable): look again
             run, lines = self._current, self._lines
             assert run is not None and lines is not None
-            request = None if run.stopped or run.abandoned else next(lines, None)
+            try:
+                request = None if run.stopped or run.abandoned else next(lines, None)
+            except (OperationalError, InterfaceError):
+                raise
+            except Exception as exc:
+                self._drop(run, exc)
+                continue
             if request is None:
                 run.fed_all = True
                 self._current = None
                 self._close_source()
-                if run.complete and not run.abandoned:
-                    self.worker.finish(run)
+                if run.settled and not run.abandoned:
+                    self.worker.close_run(run)
                 continue
             run.fed += 1
             self.in_flight[(run.chunk.pk, request.tag[1])] = request
@@ -134,41 +189,74 @@ class Feeder:
             return False
         run = ChunkRun(chunk)
         self.runs.append(run)
-        input_file = File.objects.get(pk=chunk.batch.input_file_id)
-        self._source = file_service.open_range(input_file, chunk.start_byte, chunk.end_byte)
-        self._current, self._lines = run, read_requests(run, self._source, self.model)
+        self._current = run
+        try:
+            input_file = File.objects.get(pk=chunk.batch.input_file_id)
+            self._source = file_service.open_range(input_file, chunk.start_byte, chunk.end_byte)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:
+            self._drop(run, exc)
+            return True  # on to the next chunk; this one comes back until it has had its tries
+        self._lines = read_requests(run, self._source, self.model)
         return True
+
+    def _drop(self, run: ChunkRun, exc: Exception) -> None:
+        """This chunk's input cannot be read: hand it back (a try counted), keeping what it
+        finished; the other chunks in the engine (other batches') run on."""
+        log.exception(
+            "batch %s: the input of chunk %s could not be read; handing it back", run.chunk.batch_id, run.chunk
+        )
+        self._current = None
+        self._close_source()
+        self.worker.abort_requests(self.tags_of([run]))
+        self.worker.close_run(
+            run, count_attempt=True, reason=f"Its input could not be read: {type(exc).__name__}: {exc}"
+        )
 
     def _close_source(self) -> None:
         if self._source is not None:
             self._source.close()
             self._source = None
 
+    def close(self) -> None:
+        self._close_source()
+
     def take_in_flight(self) -> list[EngineRequest]:
-        """The requests fed but not answered, for a retry after an engine death."""
-        suspects = [r for r in self.in_flight.values() if not r.tag[0].abandoned]
+        """The requests fed but not answered, for a retry after an engine death
+        (not those of runs that were stopped or taken from us)."""
+        suspects = [r for r in self.in_flight.values() if not (r.tag[0].abandoned or r.tag[0].stopped)]
         self.in_flight.clear()
         return suspects
 
+    def tags_of(self, runs: Collection[ChunkRun]) -> list[Any]:
+        return [request.tag for request in list(self.in_flight.values()) if request.tag[0] in runs]
+
     def maybe_report(self) -> None:
-        """Every few seconds: live progress, lost chunks, cancelled or expired batches."""
+        """Every few seconds: live progress, and chunks lost to another worker (their lines are aborted)."""
         now = time.monotonic()
         if now - self._last_report < self.worker.progress_every:
             return
         self._last_report = now
         live = [run for run in self.runs if not run.abandoned]
+        lost = []
         for run in live:
-            if not queue.report_progress(run.chunk.pk, self.worker.id, run.completed, run.failed):
+            if not queue.report_progress(run.chunk, self.worker.id, run.total_completed, run.total_failed):
                 run.abandoned = True
+                lost.append(run)
+        if lost:
+            self.worker.abort_requests(self.tags_of(lost))
         for batch_id in {run.chunk.batch_id for run in live}:
             queue.refresh_batch_counts(batch_id)
 
     def stop_cancelled(self) -> None:
-        """Runs from the heartbeat thread: abort in-flight work of cancelled or expired batches."""
+        """Runs from the heartbeat thread: abort the in-flight lines of cancelled or
+        expired batches, and only theirs (other batches share the engine)."""
         live = [run for run in list(self.runs) if not run.abandoned and not run.stopped]
         stop = queue.batches_to_stop({run.chunk.batch_id for run in live})
-        if stop:
-            for run in live:
-                if run.chunk.batch_id in stop:
-                    run.stopped = True
-            self.worker.abort_engine()
+        if not stop:
+            return
+        stopped = [run for run in live if run.chunk.batch_id in stop]
+        for run in stopped:
+            run.stopped = True
+        self.worker.abort_requests(self.tags_of(stopped))

@@ -19,7 +19,7 @@ def staff() -> Client:
     return browser
 
 
-@pytest.mark.parametrize("model", ["batch", "chunk", "file", "registeredmodel", "worker", "apikey"])
+@pytest.mark.parametrize("model", ["batch", "chunk", "file", "registeredmodel", "worker", "modelloadfailure", "apikey"])
 def test_every_model_has_an_admin_list_and_add_page(staff, model):
     assert staff.get(f"/admin/jobs/{model}/").status_code == 200
     assert staff.get(f"/admin/jobs/{model}/add/").status_code == 200

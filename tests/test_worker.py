@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -85,7 +86,9 @@ def test_a_line_that_kills_the_engine_fails_alone(client, models, upload, limits
     assert "crashed" in errors[0]["response"]["body"]["error"]["message"]
 
 
-def test_a_model_that_fails_to_load_fails_its_batch_and_the_worker_goes_on(client, models, upload):
+def test_a_model_that_fails_to_load_fails_its_batch_and_the_worker_goes_on(client, models, upload, settings):
+    # Retried (BATCHSITE_MODEL_LOAD_ATTEMPTS) with a backoff, short here; tests/worker/test_model_loads.py has more.
+    settings.BATCHSITE_WORKER = dataclasses.replace(settings.BATCHSITE_WORKER, model_load_backoff_seconds=0.01)
     RegisteredModel.objects.create(name="broken", source="missing:/nowhere", endpoints=["chat"])
     bad = make_batch(client, upload, [chat_line(i, model="broken") for i in range(3)])
     good = make_batch(client, upload, [chat_line(i) for i in range(3)])

@@ -20,6 +20,7 @@ from jobs.services import files as file_service
 from jobs.services import retry as retry_service
 from jobs.services import scheduling
 from jobs.services.batches import BatchRequest
+from jobs.services.expiry import expire_overdue
 from jobs.services.objects import batch_object
 
 
@@ -58,6 +59,7 @@ class BatchListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         params = request.query_params
+        expire_overdue(owner=request.user)  # with no worker running, nothing else would
         rows, has_more = cursor_page(
             Batch.objects.owned_by(request.user).select_related("webhook_delivery"),
             params.get("after"),

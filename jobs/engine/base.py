@@ -7,7 +7,7 @@ one result per line back as soon as that line finishes, in completion order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,7 +27,9 @@ class EngineRequest:
     custom_id: str
     url: str  # "/v1/chat/completions", "/v1/completions", "/v1/embeddings" or "/v1/responses"
     body: dict[str, Any]
-    tag: Any = None  # opaque to the engine, returned on the result (the worker's chunk)
+    # Opaque to the engine and returned on the result; it also names the request
+    # to ``abort`` (the worker's (chunk run, line) pair), so it must be hashable.
+    tag: Any = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,12 @@ class EngineResult:
     request_id: str
     usage: dict[str, int] | None = None  # prompt_tokens, completion_tokens, total_tokens
     tag: Any = None
+    # The request was aborted before it finished: no status or body, it did not run.
+    aborted: bool = False
+
+    @classmethod
+    def aborted_for(cls, request: EngineRequest) -> EngineResult:
+        return cls(request.custom_id, 0, {}, "", None, request.tag, aborted=True)
 
 
 class ModelLoadError(Exception):
@@ -57,11 +65,18 @@ class Engine(Protocol):
 
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
         """Consume ``requests`` lazily, keeping a bounded window in flight, and
-        yield one result per request as it finishes. Raises EngineDeadError."""
+        yield exactly one result per request taken: when it finishes, or, if it
+        was aborted, one with ``aborted=True``. Raises EngineDeadError."""
 
-    def abort(self) -> None:
-        """Abort what is in flight; safe from another thread. ``run`` then
-        returns without yielding the aborted requests."""
+    def abort(self, tags: Collection[Any] | None = None) -> None:
+        """Abort the in-flight requests whose tag is in ``tags`` (every request,
+        and take no more, with None); safe from another thread. Requests of
+        other tags keep running: one engine serves several batches at once."""
+
+    def mark_dead(self, reason: str) -> None:
+        """The caller gave up on the engine (it made no progress for too long);
+        safe from another thread. ``run`` raises EngineDeadError promptly, and
+        ``unload`` tears the engine down without waiting on it."""
 
     def unload(self) -> None:
         """Release the model and everything it holds (memory, processes)."""

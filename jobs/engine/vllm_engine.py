@@ -12,6 +12,14 @@ The caller's thread is the only one that iterates the request iterable (the
 worker reads it from the database, and Django connections are per-thread);
 the loop thread only runs vLLM coroutines.
 
+Every line is an asyncio task on that loop; ``abort(tags)`` cancels the tasks of
+those lines only (vLLM then aborts their requests, by request id, in the engine
+core), so cancelling one batch leaves the other batches' lines in the same
+engine running. Each aborted line still yields one result, marked ``aborted``.
+``mark_dead`` is how the worker gives up on an engine that hangs: ``run`` raises
+EngineDeadError, and ``unload`` kills the engine's processes before closing it.
+The processes die with the worker too, even on SIGKILL (see lifeline.py).
+
 Why the serving layer and not a hand-driven engine: it is the code ``vllm serve``
 answers with, so fidelity comes for free, and with the scheduler's offline
 defaults (see serving.open_serving) and a primed start (see _start_primed) it
@@ -28,9 +36,10 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
+from . import lifeline
 from . import options as engine_options
 from .base import EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
 from .serving import ABORTED, DEAD, LoadedServing, error_body, open_serving
@@ -56,7 +65,10 @@ class VllmEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._abort = threading.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()  # touched on the loop thread only
+        # In-flight tasks and their requests' tags, touched on the loop thread only:
+        # an abort by tag cancels those tasks, which makes vLLM abort their requests.
+        self._tasks: dict[asyncio.Task[Any], Any] = {}
+        self._dead: str | None = None  # why the caller gave up on this engine (mark_dead)
         self._lock = threading.RLock()  # load/unload/run exclusion; abort() never takes it
         self.last_load_seconds: float | None = None
         self.last_unload_seconds: float | None = None
@@ -82,7 +94,13 @@ class VllmEngine:
     def is_alive(self) -> bool:
         serving = self._serving
         thread = self._thread
-        return serving is not None and thread is not None and thread.is_alive() and not serving.client.errored
+        return (
+            serving is not None
+            and thread is not None
+            and thread.is_alive()
+            and not serving.client.errored
+            and self._dead is None
+        )
 
     # ------------------------------------------------------------- event loop
     def _start_loop(self) -> asyncio.AbstractEventLoop:
@@ -117,6 +135,9 @@ class VllmEngine:
                 return
             if self._serving is not None:
                 self.unload()
+            self._dead = None
+            # Before vLLM starts any process: its processes must die with this one.
+            lifeline.tie_children()
             # Start from the operator's environment, not the previous model's options.
             for key, value in self._base_env.items():
                 if value is None:
@@ -160,8 +181,13 @@ class VllmEngine:
                 self._stop_loop()
                 return
             started = time.monotonic()
+            if self._dead is not None:
+                # A hung engine would not answer a polite shutdown: kill its
+                # processes first, then let the client close what is left.
+                logger.warning("killing the engine processes of %s: %s", spec.name if spec else "?", self._dead)
+                serving.reap_processes(timeout=0)
             try:
-                self._call(serving.aclose(), timeout=300)
+                self._call(serving.aclose(), timeout=30 if self._dead is not None else 300)
             except Exception:
                 logger.exception("error while shutting down the engine for %s", spec.name if spec else "?")
             serving.reap_processes()
@@ -173,22 +199,28 @@ class VllmEngine:
             logger.info("unloaded model %s in %.1fs", spec.name if spec else "?", self.last_unload_seconds)
 
     # --------------------------------------------------------------------- run
-    def abort(self) -> None:
-        self._abort.set()
+    def abort(self, tags: Collection[Any] | None = None) -> None:
+        wanted = None if tags is None else set(tags)
+        if wanted is None:
+            self._abort.set()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # loop closed in between
-                loop.call_soon_threadsafe(self._cancel_all)
+                loop.call_soon_threadsafe(self._cancel, wanted)
 
-    def _cancel_all(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+    def _cancel(self, tags: set[Any] | None) -> None:
+        for task, tag in list(self._tasks.items()):
+            if tags is None or tag in tags:
+                task.cancel()
+
+    def mark_dead(self, reason: str) -> None:
+        self._dead = reason
 
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
         serving, loop = self._serving, self._loop
         if serving is None or loop is None:
             raise RuntimeError("no model loaded; call load() first")
-        if serving.client.errored:
+        if serving.client.errored or self._dead is not None:
             raise EngineDeadError(f"the vLLM engine for {self.loaded_model} is dead; load the model again")
         self._abort.clear()
         results: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -216,8 +248,6 @@ class VllmEngine:
                     return
                 item = self._next_result(results, serving)
                 in_flight -= 1
-                if item is ABORTED:
-                    continue
                 if item is DEAD:
                     raise EngineDeadError(f"the vLLM engine for {self.loaded_model} died")
                 yield item
@@ -282,14 +312,14 @@ class VllmEngine:
     ) -> None:
         def start() -> None:
             task = loop.create_task(serving.handle(request))
-            self._tasks.add(task)
+            self._tasks[task] = request.tag
             if self._abort.is_set():
                 task.cancel()
 
             def done(t: asyncio.Task[Any]) -> None:
-                self._tasks.discard(t)
-                if t.cancelled():
-                    results.put(ABORTED)
+                self._tasks.pop(t, None)
+                if t.cancelled() or (t.exception() is None and t.result() is ABORTED):
+                    results.put(EngineResult.aborted_for(request))
                 elif (exc := t.exception()) is not None:
                     logger.error("engine task failed for %s", request.custom_id, exc_info=exc)
                     results.put(DEAD if serving.client.errored else _internal_error(request, exc))
@@ -302,6 +332,8 @@ class VllmEngine:
 
     def _next_result(self, results: queue.SimpleQueue[Any], serving: LoadedServing) -> Any:
         while True:
+            if self._dead is not None:
+                raise EngineDeadError(f"the vLLM engine for {self.loaded_model} was given up: {self._dead}")
             try:
                 return results.get(timeout=_LIVENESS_POLL_S)
             except queue.Empty:

@@ -11,7 +11,7 @@ from jobs.models.keys import ApiKey
 from jobs.models.loads import ModelLoad
 from jobs.models.registry import ENDPOINT_KINDS, RegisteredModel
 from jobs.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSecret
-from jobs.models.workers import Worker, WorkerState
+from jobs.models.workers import ModelLoadFailure, Worker, WorkerState
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -26,6 +26,7 @@ __all__ = [
     "File",
     "FilePurpose",
     "ModelLoad",
+    "ModelLoadFailure",
     "RegisteredModel",
     "WebhookAttempt",
     "WebhookDelivery",

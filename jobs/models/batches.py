@@ -65,6 +65,8 @@ class Batch(models.Model):
     )
     completion_window = models.CharField(max_length=16, default="24h")
     status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.VALIDATING)
+    # Set on a batch that has not ended yet, it is failing (its model will not
+    # load): nothing more of it is claimed, and its finalize ends it failed.
     errors = models.JSONField(null=True, blank=True)
     metadata = models.JSONField(null=True, blank=True)
     usage = models.JSONField(null=True, blank=True)
@@ -73,7 +75,12 @@ class Batch(models.Model):
     # seconds after they are created. None: they are kept until deleted.
     output_expires_after = models.IntegerField(null=True, blank=True)
     # The worker assembling the output; another takes over if it goes silent.
+    # Null while the API assembles it (a cancel of a batch that never ran, or
+    # an expiry with no worker): then ``finalize_started_at`` is its lease.
     finalizer = models.ForeignKey("jobs.Worker", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    finalize_started_at = models.DateTimeField(null=True, blank=True, help_text="Database time the last finalize began")
+    finalize_attempts = models.IntegerField(default=0, help_text="Finalizes that raised; at the limit the batch fails")
+    finalize_error = models.TextField(blank=True)
 
     total = models.IntegerField(default=0)
     completed = models.IntegerField(default=0)
@@ -163,6 +170,17 @@ class Chunk(models.Model):
     failed = models.IntegerField(default=0)
     usage = models.JSONField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # The code its unrun lines get in the error file when it FAILED (blank:
+    # request_failed), e.g. model_load_failed.
+    error_code = models.CharField(max_length=64, blank=True)
+    # Fencing token: raised by every claim, never lowered, and part of the name
+    # of the part a claim writes, so a worker that lost the chunk can neither
+    # overwrite the winner's part nor mark the chunk as its own.
+    fence = models.IntegerField(default=0)
+    # The parts that hold this chunk's results, as jobs.services.parts.Part
+    # dicts: one per claim that finished lines (a chunk handed back on SIGTERM
+    # keeps the part of the lines it finished, the next claim runs the rest).
+    parts = models.JSONField(default=list, blank=True)
 
     objects = ChunkQuerySet.as_manager()
 

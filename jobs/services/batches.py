@@ -15,9 +15,11 @@ from django.utils import timezone
 from batchsite.env import parse_window
 from jobs.errors import Conflict, InvalidRequest, LimitReached, NotFound, not_found
 from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, File, RegisteredModel
+from jobs.models.clock import Now
 from jobs.models.ids import could_be_id
 from jobs.services import files as file_service
 from jobs.services import lifecycle
+from jobs.services.expiry import expire_overdue
 from jobs.services.results import finalize
 from jobs.services.safe_json import has_lone_surrogate, shown
 from jobs.services.validation import ValidationResult, validate_input
@@ -211,30 +213,39 @@ def create_batch_from_upload(owner: Any, upload: DjangoFile, req: BatchRequest) 
 
 
 def get_batch(owner: Any, batch_id: str) -> Batch:
+    """A user's own batch; one past its window ends here if no worker is running it (expire_overdue)."""
     batch = Batch.objects.owned_by(owner).filter(pk=batch_id).first() if could_be_id(batch_id) else None
     if batch is None:
         raise not_found("batch", batch_id, "batch_id")
+    if batch.status in (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING) and expire_overdue([batch.pk]):
+        batch.refresh_from_db()
     return batch
 
 
 def cancel_batch(batch: Batch) -> Batch:
-    """Queued: cancelled at once. Running: cancelling, and the worker finishes it."""
+    """Cancelling: its pending chunks are cancelled at once; running ones are aborted by their
+    workers, which then finish it. With nothing running, it is finished here, so the caller
+    sees ``cancelled`` (and the error file of batch_cancelled lines) without waiting for a worker.
+
+    Idempotent, as OpenAI's is: a second cancel, however concurrent, gets the batch back."""
     with transaction.atomic():
+        # The batch's row, then its chunks: the lock order of every path that takes both.
         batch = Batch.objects.select_for_update().get(pk=batch.pk)
-        if batch.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
-            return batch  # cancel is idempotent, as OpenAI's is
+        if batch.cancelling_at is not None and batch.status in (
+            BatchStatus.CANCELLING,
+            BatchStatus.FINALIZING,
+            BatchStatus.CANCELLED,
+        ):
+            return batch
         if batch.status not in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS):
             raise Conflict(
                 f"Cannot cancel a batch with status '{batch.status}'.",
                 code="batch_not_cancellable",
                 param="batch_id",
             )
-        started = batch.chunks.exclude(status=ChunkStatus.PENDING).exists()
         batch.mark_cancelling()
-        if not started:
-            batch.chunks.pending().update(status=ChunkStatus.CANCELLED)
-    if started:
+        batch.chunks.pending().update(status=ChunkStatus.CANCELLED, finished_at=Now())
+        running = batch.chunks.running().exists()
+    if running:
         return batch
-    # Nothing ran: finish it here, so the caller sees `cancelled` (and the
-    # error file of batch_cancelled lines) without waiting for a worker.
     return finalize(batch.pk, None) or Batch.objects.get(pk=batch.pk)

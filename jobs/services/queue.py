@@ -1,8 +1,18 @@
 """The chunk queue: claim, progress, completion, and taking back the work of dead workers.
 
-Every write about a chunk that a worker makes is guarded by
-``status=running AND worker=me``: zero rows updated means another worker (or
-the stale sweep) took the chunk, and the caller must stop writing it.
+Every write a worker makes about a chunk is guarded by ``status=running AND
+worker=me AND fence=my claim's token``: zero rows updated means another worker
+(or the stale sweep) took the chunk, and the caller must stop writing it. The
+token (``Chunk.fence``) rises with every claim, so even a chunk that comes back
+to the same worker is not confused with its earlier claim.
+
+Times are the database's (jobs.models.clock): a host with a skewed clock is
+neither taken for dead nor able to take others' work for theirs.
+
+Lock order: where a transaction locks a batch and its chunks, it locks the
+batch first (cancel, finalize, failing a batch). The claim locks chunk rows
+only, and stamps the batch's ``started_at`` after its transaction committed,
+so no transaction holds a chunk while it waits for a batch (no deadlock).
 """
 
 from __future__ import annotations
@@ -10,16 +20,17 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Collection
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, F, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, Worker, WorkerState
+from jobs.models.clock import Now, ago
+from jobs.services import loads, parts
+from jobs.services.parts import Part
 
 log = logging.getLogger("batchsite.worker")
 
@@ -27,7 +38,6 @@ log = logging.getLogger("batchsite.worker")
 def register_worker(
     worker_id: str, device: str, pid: int, state: str = WorkerState.IDLE, loaded_model: str = ""
 ) -> Worker:
-    now = timezone.now()
     worker, _ = Worker.objects.update_or_create(
         pk=worker_id,
         defaults=dict(
@@ -35,7 +45,7 @@ def register_worker(
             pid=pid,
             device=device,
             state=state,
-            heartbeat_at=now,
+            heartbeat_at=Now(),
             stopped_at=None,
             loaded_model=loaded_model,
         ),
@@ -45,11 +55,16 @@ def register_worker(
 
 def heartbeat(worker_id: str, **fields: Any) -> bool:
     """Refresh the worker's row; False if the row is gone (the caller registers again)."""
-    return Worker.objects.filter(pk=worker_id).update(heartbeat_at=timezone.now(), **fields) == 1
+    return Worker.objects.filter(pk=worker_id).update(heartbeat_at=Now(), **fields) == 1
 
 
 def stop_worker(worker_id: str) -> None:
-    Worker.objects.filter(pk=worker_id).update(state=WorkerState.STOPPED, stopped_at=timezone.now(), loaded_model="")
+    Worker.objects.filter(pk=worker_id).update(state=WorkerState.STOPPED, stopped_at=Now(), loaded_model="")
+
+
+def silent_worker(cutoff: Any) -> Q:
+    """Chunks whose worker is gone, stopped, or silent since ``cutoff``."""
+    return Q(worker__isnull=True) | Q(worker__heartbeat_at__lt=cutoff) | Q(worker__stopped_at__isnull=False)
 
 
 def claim_next(worker_id: str, model: str | None = None, skip_models: Collection[str] = ()) -> Chunk | None:
@@ -57,6 +72,8 @@ def claim_next(worker_id: str, model: str | None = None, skip_models: Collection
 
     With ``model``, only if that oldest chunk is for ``model``: a worker
     keeping its engine fed does not jump the queue to avoid a swap (FIFO).
+    Models this worker failed to load lately are skipped (jobs.services.loads),
+    and so are batches that are failing.
     Batches of ``skip_models`` (models this worker's devices do not fit) are
     passed over, left to a worker that fits.
 
@@ -66,11 +83,11 @@ def claim_next(worker_id: str, model: str | None = None, skip_models: Collection
     claims. Either way the UPDATE re-checks ``status=pending`` and its row
     count decides, so a lost race is a miss, never a double claim.
     """
-    now = timezone.now()
     with transaction.atomic():
         candidates = (
             Chunk.objects.pending()
-            .filter(batch__status=BatchStatus.IN_PROGRESS, batch__expires_at__gt=now)
+            .filter(batch__status=BatchStatus.IN_PROGRESS, batch__expires_at__gt=Now(), batch__errors__isnull=True)
+            .exclude(batch__model__in=loads.backing_off(worker_id))
             .exclude(batch__model__in=list(skip_models))
             .in_queue_order()
         )
@@ -79,70 +96,105 @@ def claim_next(worker_id: str, model: str | None = None, skip_models: Collection
         chunk = candidates.select_related("batch").first()
         if chunk is None or (model is not None and chunk.batch.model != model):
             return None
+        # The counts are not reset: they are the recorded parts' (see release_chunk).
         claimed = Chunk.objects.filter(pk=chunk.pk, status=ChunkStatus.PENDING).update(
             status=ChunkStatus.RUNNING,
             worker_id=worker_id,
             attempts=F("attempts") + 1,
-            claimed_at=now,
-            completed=0,
-            failed=0,
-            usage=None,
+            fence=F("fence") + 1,
+            claimed_at=Now(),
         )
         if claimed != 1:
             return None
-        Batch.objects.filter(pk=chunk.batch_id, started_at__isnull=True).update(started_at=now)
+    # Its own statement, after the chunk's lock is released (see Lock order above).
+    Batch.objects.filter(pk=chunk.batch_id, started_at__isnull=True).update(started_at=Now())
     chunk = Chunk.objects.select_related("batch").get(pk=chunk.pk)
     log.info(
-        "claimed %s (lines %d-%d, attempt %d) model=%s",
+        "claimed %s (lines %d-%d, attempt %d, fence %d) model=%s",
         chunk,
         chunk.first_line,
         chunk.first_line + chunk.request_count - 1,
         chunk.attempts,
+        chunk.fence,
         chunk.batch.model,
     )
     return chunk
 
 
-def _mine(chunk_id: int, worker_id: str) -> Any:
-    return Chunk.objects.filter(pk=chunk_id, status=ChunkStatus.RUNNING, worker_id=worker_id)
+def _mine(chunk: Chunk, worker_id: str) -> Any:
+    return Chunk.objects.filter(pk=chunk.pk, status=ChunkStatus.RUNNING, worker_id=worker_id, fence=chunk.fence)
 
 
-def report_progress(chunk_id: int, worker_id: str, completed: int, failed: int) -> bool:
+def report_progress(chunk: Chunk, worker_id: str, completed: int, failed: int) -> bool:
     """Live counts of a running chunk; False if the chunk is no longer ours."""
-    return _mine(chunk_id, worker_id).update(completed=completed, failed=failed) == 1
+    return _mine(chunk, worker_id).update(completed=completed, failed=failed) == 1
 
 
-def end_chunk(
-    chunk_id: int, worker_id: str, completed: int, failed: int, usage: dict[str, int], cut_short: bool = False
-) -> bool:
-    """Mark a chunk ended after its part files are on disk; False if it was taken from us.
+def _with(chunk: Chunk, part: Part | None) -> list[Part]:
+    return [*parts.recorded(chunk), *([part] if part is not None else [])]
 
-    ``cut_short``: the batch was cancelled or expired and the part holds only
+
+def end_chunk(chunk: Chunk, worker_id: str, part: Part | None, cut_short: bool = False) -> bool:
+    """Mark a chunk ended after its part files are on disk, recording the part; False if it was taken from us.
+
+    ``cut_short``: the batch was cancelled or expired and the parts hold only
     the lines that ran; finalize writes the others as batch_cancelled/expired.
     """
+    recorded = _with(chunk, part)
+    completed, failed = parts.totals(recorded)
     return (
-        _mine(chunk_id, worker_id).update(
+        _mine(chunk, worker_id).update(
             status=ChunkStatus.CANCELLED if cut_short else ChunkStatus.DONE,
+            parts=[p.to_json() for p in recorded],
             completed=completed,
             failed=failed,
-            usage=usage,
-            finished_at=timezone.now(),
+            usage=parts.total_usage(recorded),
+            finished_at=Now(),
         )
         == 1
     )
 
 
-def release_chunk(chunk_id: int, worker_id: str, count_attempt: bool = True) -> bool:
-    """Give a chunk back to the queue (shutdown, lost engine); its partial results are dropped."""
-    attempts = F("attempts") if count_attempt else F("attempts") - 1
+def back_or_failed(attempts: int, reason: str, max_attempts: int | None) -> dict[str, Any]:
+    """The fields for a chunk handed back: pending, or failed once it has had its tries."""
+    if max_attempts is not None and attempts >= max_attempts:
+        return dict(
+            status=ChunkStatus.FAILED,
+            finished_at=Now(),
+            last_error=f"{reason} This chunk was tried {attempts} times (BATCHSITE_MAX_ATTEMPTS={max_attempts}); "
+            "its remaining requests were not retried again.",
+        )
+    return dict(status=ChunkStatus.PENDING, last_error=f"{reason} Requeued.")
+
+
+def release_chunk(
+    chunk: Chunk,
+    worker_id: str,
+    keep: Part | None = None,
+    count_attempt: bool = True,
+    reason: str = "",
+) -> bool:
+    """Give a chunk back to the queue, recording ``keep`` (the lines this claim finished).
+
+    ``count_attempt=False`` (shutdown, a model this worker could not load): the
+    claim does not count against the chunk's tries. Counted, a chunk that has
+    had BATCHSITE_MAX_ATTEMPTS tries fails instead: its unrun lines go to the
+    error file with the reason.
+    """
+    recorded = _with(chunk, keep)
+    completed, failed = parts.totals(recorded)
+    if count_attempt:
+        fields = back_or_failed(chunk.attempts, reason, settings.BATCHSITE_WORKER.max_attempts)
+    else:
+        fields = dict(status=ChunkStatus.PENDING, attempts=F("attempts") - 1, last_error=reason)
     return (
-        _mine(chunk_id, worker_id).update(
-            status=ChunkStatus.PENDING,
+        _mine(chunk, worker_id).update(
             worker=None,
-            completed=0,
-            failed=0,
-            usage=None,
-            attempts=attempts,
+            parts=[p.to_json() for p in recorded],
+            completed=completed,
+            failed=failed,
+            usage=parts.total_usage(recorded),
+            **fields,
         )
         == 1
     )
@@ -151,10 +203,10 @@ def release_chunk(chunk_id: int, worker_id: str, count_attempt: bool = True) -> 
 def release_orphans(worker_id: str) -> int:
     """Chunks still marked as this worker's while it runs none: left by an
     error mid-chunk (the database went away, say). Back to the queue."""
-    orphans = list(Chunk.objects.running().filter(worker_id=worker_id).values_list("pk", "batch_id"))
-    for chunk_id, batch_id in orphans:
-        if release_chunk(chunk_id, worker_id):
-            refresh_batch_counts(batch_id)
+    orphans = list(Chunk.objects.running().filter(worker_id=worker_id))
+    for chunk in orphans:
+        if release_chunk(chunk, worker_id, reason="The worker running it lost track of it."):
+            refresh_batch_counts(chunk.batch_id)
     return len(orphans)
 
 
@@ -174,66 +226,58 @@ def refresh_batch_counts(batch_id: str) -> None:
     )
 
 
-def sweep_stale(stale_after: float, max_attempts: int) -> list[str]:
+def sweep_stale(stale_after: float, max_attempts: int, batch_ids: Collection[str] | None = None) -> list[str]:
     """Take back chunks whose worker stopped heart-beating; return the batches touched.
 
     A chunk that has already had ``max_attempts`` tries is failed instead, so
-    a chunk that kills every worker that takes it cannot loop forever.
+    a chunk that kills every worker that takes it cannot loop forever. Parts
+    it recorded before (lines finished by earlier claims) are kept.
     """
-    cutoff = timezone.now() - timedelta(seconds=stale_after)
-    stale = (
-        Chunk.objects.running()
-        .filter(Q(worker__isnull=True) | Q(worker__heartbeat_at__lt=cutoff) | Q(worker__stopped_at__isnull=False))
-        .values_list("pk", "worker_id", "attempts", "batch_id")
-    )
+    stale = Chunk.objects.running().filter(silent_worker(ago(stale_after)))
+    if batch_ids is not None:
+        stale = stale.filter(batch_id__in=batch_ids)
     touched = []
-    for chunk_id, worker_id, attempts, batch_id in list(stale):
-        guard = Chunk.objects.filter(pk=chunk_id, status=ChunkStatus.RUNNING, worker_id=worker_id)
-        if attempts >= max_attempts:
-            changed = guard.update(
-                status=ChunkStatus.FAILED,
-                worker=None,
-                finished_at=timezone.now(),
-                completed=0,
-                failed=0,
-                last_error=f"Worker {worker_id} stopped while running this chunk, {attempts} times "
-                f"(BATCHSITE_MAX_ATTEMPTS={max_attempts}); its requests were not retried again.",
-            )
-        else:
-            changed = guard.update(
-                status=ChunkStatus.PENDING,
-                worker=None,
-                completed=0,
-                failed=0,
-                usage=None,
-                last_error=f"Worker {worker_id} stopped heart-beating; requeued.",
-            )
+    for chunk in list(stale):
+        recorded = parts.recorded(chunk)
+        completed, failed = parts.totals(recorded)
+        reason = f"Worker {chunk.worker_id} stopped heart-beating while running it."
+        fields = back_or_failed(chunk.attempts, reason, max_attempts)
+        changed = Chunk.objects.filter(
+            pk=chunk.pk, status=ChunkStatus.RUNNING, worker_id=chunk.worker_id, fence=chunk.fence
+        ).update(worker=None, completed=completed, failed=failed, **fields)
         if changed:
-            log.warning(
-                "took back chunk %s#%d from silent worker %s (attempt %d)",
-                batch_id,
-                Chunk.objects.get(pk=chunk_id).index,
-                worker_id,
-                attempts,
-            )
-            refresh_batch_counts(batch_id)
-            touched.append(batch_id)
+            log.warning("took back chunk %s from silent worker %s (attempt %d)", chunk, chunk.worker_id, chunk.attempts)
+            refresh_batch_counts(chunk.batch_id)
+            touched.append(chunk.batch_id)
     return touched
 
 
-def stop_due_batches() -> list[str]:
-    """Cancelled or expired batches: skip their pending chunks; return those with nothing running."""
-    now = timezone.now()
+def _error_of(batch: Batch) -> tuple[str, str]:
+    data = (batch.errors or {}).get("data") or [{}]
+    return str(data[0].get("code") or "batch_failed"), str(data[0].get("message") or "The batch failed.")
+
+
+def stop_due_batches(batch_ids: Collection[str] | None = None) -> list[str]:
+    """Skip the pending chunks of batches that will run no more: cancelled or past their
+    expiry (their lines become batch_cancelled/expired) or failing (the batch's error).
+    Return those with nothing running."""
     due = Batch.objects.filter(
-        Q(status=BatchStatus.CANCELLING) | Q(status=BatchStatus.IN_PROGRESS, expires_at__lte=now)
-    ).values_list("pk", flat=True)
+        Q(status=BatchStatus.CANCELLING)
+        | Q(status=BatchStatus.IN_PROGRESS, expires_at__lte=Now())
+        | Q(status=BatchStatus.IN_PROGRESS, errors__isnull=False)
+    )
+    if batch_ids is not None:
+        due = due.filter(pk__in=batch_ids)
     ready = []
-    for batch_id in due:
-        Chunk.objects.filter(batch_id=batch_id, status=ChunkStatus.PENDING).update(
-            status=ChunkStatus.CANCELLED, finished_at=now
-        )
-        if not Chunk.objects.filter(batch_id=batch_id, status=ChunkStatus.RUNNING).exists():
-            ready.append(batch_id)
+    for batch in due:
+        pending = Chunk.objects.filter(batch_id=batch.pk, status=ChunkStatus.PENDING)
+        if batch.status == BatchStatus.IN_PROGRESS and batch.errors is not None and batch.cancelling_at is None:
+            code, message = _error_of(batch)
+            pending.update(status=ChunkStatus.FAILED, error_code=code, last_error=message, finished_at=Now())
+        else:
+            pending.update(status=ChunkStatus.CANCELLED, finished_at=Now())
+        if not Chunk.objects.filter(batch_id=batch.pk, status=ChunkStatus.RUNNING).exists():
+            ready.append(batch.pk)
     return ready
 
 
@@ -241,26 +285,39 @@ def batches_to_stop(batch_ids: set[str]) -> set[str]:
     """Of these batches, the ones cancelled or past their expiry: their running lines are aborted."""
     if not batch_ids:
         return set()
-    now = timezone.now()
     return set(
         Batch.objects.filter(pk__in=batch_ids)
-        .filter(Q(status=BatchStatus.CANCELLING) | Q(expires_at__lte=now))
+        .filter(Q(status=BatchStatus.CANCELLING) | Q(expires_at__lte=Now()))
         .values_list("pk", flat=True)
     )
 
 
-def finishable_batches() -> list[str]:
-    """Batches with no chunk left to run that have not been finalized (or whose finalizer died)."""
-    cutoff = timezone.now() - timedelta(seconds=settings.BATCHSITE_WORKER.stale_after_seconds)
-    unfinished = Chunk.objects.filter(batch_id=OuterRef("pk"), status__in=[ChunkStatus.PENDING, ChunkStatus.RUNNING])
-    dead_finalizer = (
-        Q(finalizer__isnull=True) | Q(finalizer__heartbeat_at__lt=cutoff) | Q(finalizer__stopped_at__isnull=False)
+def dead_finalizer(cutoff: Any) -> Q:
+    """A finalize nobody is doing: its worker went silent or stopped, or (assembled by
+    the API, with no worker) its lease ran out."""
+    return (
+        Q(finalizer__isnull=True, finalize_started_at__isnull=True)
+        | Q(finalizer__isnull=True, finalize_started_at__lt=cutoff)
+        | Q(finalizer__heartbeat_at__lt=cutoff)
+        | Q(finalizer__stopped_at__isnull=False)
     )
+
+
+def finishable(worker_id: str | None = None) -> Q:
+    """Batches a finalize may take: unfinished ones, and finalizes no one is doing (or that
+    this worker left when its finalize raised)."""
+    cutoff = ago(settings.BATCHSITE_WORKER.stale_after_seconds)
+    mine = Q(finalizer_id=worker_id) if worker_id is not None else Q(pk__in=[])
+    return Q(status__in=[BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING]) | (
+        Q(status=BatchStatus.FINALIZING) & (dead_finalizer(cutoff) | mine)
+    )
+
+
+def finishable_batches(worker_id: str | None = None) -> list[str]:
+    """Batches with no chunk left to run that nobody is finalizing."""
+    unfinished = Chunk.objects.filter(batch_id=OuterRef("pk"), status__in=[ChunkStatus.PENDING, ChunkStatus.RUNNING])
     return list(
-        Batch.objects.filter(
-            Q(status__in=[BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING])
-            | (Q(status=BatchStatus.FINALIZING) & dead_finalizer)
-        )
+        Batch.objects.filter(finishable(worker_id))
         .exclude(Exists(unfinished))
         .in_queue_order()
         .values_list("pk", flat=True)

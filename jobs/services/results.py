@@ -1,4 +1,13 @@
-"""Result lines, per-chunk part files, and finalizing a batch into its output and error Files."""
+"""Result lines, and finalizing a batch from its chunks' parts into its output and error Files.
+
+Finalize is taken with a guarded UPDATE (one finalizer at a time; a live one
+is never taken over, a dead one is, see queue.finishable), checks every
+recorded part against its counts before it publishes anything (a missing or
+short part sends its chunk back to the queue), and never leaves a batch
+``finalizing`` for good: an exception is logged with the batch id and counted
+on the batch, and after BATCHSITE_MAX_ATTEMPTS the batch ends ``failed`` with
+whatever results could still be assembled.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +23,16 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
-from django.utils import timezone
+from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.functions import Coalesce
+from django.db.utils import InterfaceError, OperationalError
 
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, File, FilePurpose
+from jobs.models.clock import Now
 from jobs.services import files as file_service
+from jobs.services import parts, queue
 from jobs.services.jsonl import iter_lines
-from jobs.services.lifecycle import end_batch
+from jobs.services.lifecycle import end_batch, error_list, mark_failing
 
 log = logging.getLogger("batchsite.worker")
 
@@ -59,86 +71,9 @@ def error_line(custom_id: str, code: str, message: str) -> bytes:
     )
 
 
-def part_paths(batch_id: str, index: int) -> tuple[Path, Path]:
-    directory = Path(settings.PARTS_DIR) / batch_id
-    return directory / f"{index:06d}.out.jsonl", directory / f"{index:06d}.err.jsonl"
-
-
-def write_atomically(path: Path, lines: list[bytes]) -> None:
-    """temp file, fsync, rename: a part is either whole on disk or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.writelines(lines)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_parts(chunk: Chunk, output: list[bytes], errors: list[bytes]) -> None:
-    out_path, err_path = part_paths(chunk.batch_id, chunk.index)
-    write_atomically(out_path, output)
-    write_atomically(err_path, errors)
-
-
 def add_usage(total: dict[str, int], usage: dict[str, int] | None) -> None:
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         total[key] = total.get(key, 0) + int((usage or {}).get(key) or 0)
-
-
-def _copy_counting(path: Path, out: IO[bytes], ids: set[str] | None) -> int:
-    if not path.exists():
-        return 0
-    lines = 0
-    with path.open("rb") as part:
-        if ids is None:
-            while block := part.read(1 << 20):
-                out.write(block)
-                lines += block.count(b"\n")
-        else:  # a chunk cut short: remember which lines ran
-            for line in part:
-                out.write(line)
-                lines += 1
-                ids.add(json.loads(line)["custom_id"])
-    return lines
-
-
-def _skipped_line_error(batch: Batch, chunk: Chunk) -> tuple[str, str]:
-    if chunk.status == ChunkStatus.FAILED:
-        return "request_failed", chunk.last_error or "The worker running this request failed."
-    if batch.cancelling_at is not None:
-        return "batch_cancelled", CANCELLED_MESSAGE
-    return "batch_expired", EXPIRED_MESSAGE
-
-
-def _assemble(batch: Batch, input_file: File, out: IO[bytes], err: IO[bytes]) -> tuple[int, int, dict[str, int]]:
-    completed = failed = 0
-    usage: dict[str, int] = {}
-    with file_service.open_content(input_file) as source:
-        for chunk in batch.chunks.order_by("index"):
-            out_path, err_path = part_paths(batch.id, chunk.index)
-            whole = chunk.status == ChunkStatus.DONE
-            ran: set[str] | None = None if whole else set()
-            completed += _copy_counting(out_path, out, ran)
-            failed += _copy_counting(err_path, err, ran)
-            add_usage(usage, chunk.usage)
-            if whole:
-                continue
-            code, message = _skipped_line_error(batch, chunk)
-            for line in iter_lines(
-                source, settings.BATCHSITE.max_line_bytes, chunk.start_byte, chunk.end_byte, chunk.first_line
-            ):
-                if line.data is None or line.blank:
-                    continue
-                custom_id = json.loads(line.data)["custom_id"]
-                if custom_id not in ran:  # type: ignore[operator]
-                    err.write(error_line(custom_id, code, message))
-                    failed += 1
-    return completed, failed, usage
 
 
 def openai_usage(usage: dict[str, int]) -> dict[str, Any]:
@@ -151,77 +86,263 @@ def openai_usage(usage: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def finalize(batch_id: str, worker_id: str | None) -> Batch | None:
-    """Assemble a batch whose chunks have all ended; None if it is not ready or not ours."""
-    # Called after every chunk: the plain read answers "not yet" without a
-    # transaction (which on SQLite would take the database's write lock).
-    if Chunk.objects.unfinished().filter(batch_id=batch_id).exists():
-        return None
+class InputUnreadable(Exception):
+    """The input file could not be read (it is needed to name the lines that never ran)."""
+
+
+def _unrun_line_error(batch: Batch, chunk: Chunk) -> tuple[str, str]:
+    if chunk.status == ChunkStatus.FAILED:
+        return chunk.error_code or "request_failed", chunk.last_error or "The worker running this request failed."
+    if batch.cancelling_at is not None:
+        return "batch_cancelled", CANCELLED_MESSAGE
+    return "batch_expired", EXPIRED_MESSAGE
+
+
+def _copy(path: Path, out: IO[bytes]) -> None:
+    with path.open("rb") as part:
+        shutil.copyfileobj(part, out, 1 << 20)
+
+
+class _Assembly:
+    """The output and error files of one finalize, written chunk by chunk in order."""
+
+    def __init__(self, batch: Batch, out: IO[bytes], err: IO[bytes], best_effort: bool = False) -> None:
+        self.batch, self.out, self.err, self.best_effort = batch, out, err, best_effort
+        self.completed = self.failed = 0
+        self.usage: dict[str, int] = {}
+        self.unlisted = 0  # best effort: lines that never ran and could not be named
+        self._source: Any = None
+
+    def add(self, chunk: Chunk) -> None:
+        recorded = parts.recorded(chunk)
+        for part in recorded:
+            if self.best_effort and parts.problem(self.batch.id, chunk.index, part, chunk.request_count):
+                continue
+            out_path, err_path = parts.paths(self.batch.id, chunk.index, part.fence)
+            _copy(out_path, self.out)
+            _copy(err_path, self.err)
+            self.completed += part.completed
+            self.failed += part.failed
+            add_usage(self.usage, part.usage)
+        done = parts.done_seqs(recorded)
+        if len(done) < chunk.request_count:
+            self._unrun(chunk, done)
+
+    def _unrun(self, chunk: Chunk, done: set[int]) -> None:
+        code, message = _unrun_line_error(self.batch, chunk)
+        try:
+            if self._source is None:
+                self._source = file_service.open_content(File.objects.get(pk=self.batch.input_file_id))
+            lines = iter_lines(
+                self._source, settings.BATCHSITE.max_line_bytes, chunk.start_byte, chunk.end_byte, chunk.first_line
+            )
+            requests = (line for line in lines if line.data is not None and not line.blank)
+            for seq, line in enumerate(requests):
+                if seq not in done:
+                    self.err.write(error_line(json.loads(line.data)["custom_id"], code, message))  # type: ignore[arg-type]
+                    self.failed += 1
+        except (OSError, File.DoesNotExist, ValueError) as exc:
+            if not self.best_effort:
+                raise InputUnreadable(f"the input file {self.batch.input_file_id} could not be read: {exc}") from exc
+            self.unlisted += chunk.request_count - len(done)
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+
+
+def _claim(batch_id: str, worker_id: str | None) -> Batch | None:
+    """Become the batch's finalizer, if its chunks have all ended and no live finalizer has it."""
+    unfinished = Chunk.objects.filter(batch_id=OuterRef("pk"), status__in=[ChunkStatus.PENDING, ChunkStatus.RUNNING])
     with transaction.atomic():
-        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
-        if batch is None or batch.is_terminal:
+        # Lock the row, then decide: the conditions join the finalizer's row, and
+        # PostgreSQL would not re-check such a join for an UPDATE that waited on
+        # the lock, so two finalizers could both win.
+        if not Batch.objects.select_for_update().filter(pk=batch_id).exists():
             return None
-        if batch.chunks.unfinished().exists():
+        if not Batch.objects.filter(queue.finishable(worker_id), pk=batch_id).exclude(Exists(unfinished)).exists():
             return None
         Batch.objects.filter(pk=batch_id).update(
-            status=BatchStatus.FINALIZING, finalizer_id=worker_id, finalizing_at=batch.finalizing_at or timezone.now()
+            status=BatchStatus.FINALIZING,
+            finalizer_id=worker_id,
+            finalize_started_at=Now(),
+            finalizing_at=Coalesce(F("finalizing_at"), Now()),
         )
-    started = timezone.now()
-    input_file = File.objects.get(pk=batch.input_file_id)
+    return Batch.objects.get(pk=batch_id)
+
+
+def _mine(batch_id: str, worker_id: str | None) -> Q:
+    return Q(pk=batch_id, status=BatchStatus.FINALIZING, finalizer_id=worker_id)
+
+
+def _send_back(batch: Batch, worker_id: str | None, chunks: list[Chunk]) -> bool:
+    """Drop the parts that do not hold what was recorded. A done chunk that lost lines goes back
+    to the queue (its try counted); a cut-short or failed one lists them as not run. True if any
+    chunk went back, and so the batch is not ready after all."""
+    requeued = False
+    with transaction.atomic():
+        if not Batch.objects.select_for_update().filter(_mine(batch.id, worker_id)).exists():
+            return True  # taken over meanwhile: whoever has it now decides
+        for chunk in chunks:
+            checked = [(p, parts.problem(batch.id, chunk.index, p, chunk.request_count)) for p in parts.recorded(chunk)]
+            problems = [problem for _, problem in checked if problem]
+            if not problems:
+                continue
+            reason = f"Its results were lost ({'; '.join(problems)})."
+            log.error("batch %s: chunk %s: %s", batch.id, chunk, reason)
+            good = [p for p, problem in checked if not problem]
+            completed, failed = parts.totals(good)
+            fields: dict[str, Any] = dict(
+                parts=[p.to_json() for p in good], completed=completed, failed=failed, usage=parts.total_usage(good)
+            )
+            if chunk.status == ChunkStatus.DONE:
+                requeued = True
+                fields["worker"] = None
+                max_attempts = settings.BATCHSITE_WORKER.max_attempts
+                fields.update(queue.back_or_failed(chunk.attempts, reason, max_attempts))
+            Chunk.objects.filter(pk=chunk.pk, status=chunk.status, fence=chunk.fence).update(**fields)
+        if requeued:
+            back = BatchStatus.CANCELLING if batch.cancelling_at is not None else BatchStatus.IN_PROGRESS
+            Batch.objects.filter(_mine(batch.id, worker_id)).update(
+                status=back, finalizer=None, finalize_started_at=None, finalizing_at=None
+            )
+    return requeued
+
+
+def _publish(batch: Batch, assembly: _Assembly, out: Any, err: Any) -> tuple[File | None, File | None]:
+    for handle in (out, err):
+        handle.flush()
+        os.fsync(handle.fileno())
+    owner = batch.owner
+    keep = batch.output_expires_after  # anchored at each file's creation, as OpenAI's
+    output = error = None
+    if assembly.completed:
+        output = file_service.save_generated(
+            owner, FilePurpose.BATCH_OUTPUT, f"{batch.id}_output.jsonl", out.name, keep
+        )
+    if assembly.failed:
+        error = file_service.save_generated(owner, FilePurpose.BATCH_ERROR, f"{batch.id}_error.jsonl", err.name, keep)
+    return output, error
+
+
+def _assemble_and_end(batch: Batch, worker_id: str | None, give_up: str = "") -> Batch | None:
+    """Write the output and error files and end the batch. ``give_up``: the reason it fails
+    (finalize failed too often): assemble what still can be, best effort."""
+    chunks = list(batch.chunks.order_by("index"))
+    if not give_up and _send_back(batch, worker_id, chunks):
+        return None
+    chunks = list(batch.chunks.order_by("index"))  # without the parts dropped just now
     tmp_dir = Path(settings.UPLOAD_TMP_DIR)
     out = tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".out", delete=False)
     err = tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".err", delete=False)
+    assembly = _Assembly(batch, out, err, best_effort=bool(give_up))
     try:
         with out, err:
-            completed, failed, usage = _assemble(batch, input_file, out, err)
+            try:
+                for chunk in chunks:
+                    assembly.add(chunk)
+            finally:
+                assembly.close()
             if FINALIZE_PAUSE_SECONDS:
                 time.sleep(FINALIZE_PAUSE_SECONDS)
-            for handle in (out, err):
-                handle.flush()
-                os.fsync(handle.fileno())
-        owner = batch.owner
-        keep = batch.output_expires_after  # anchored at each file's creation, as OpenAI's
-        output = (
-            file_service.save_generated(owner, FilePurpose.BATCH_OUTPUT, f"{batch.id}_output.jsonl", out.name, keep)
-            if completed
-            else None
-        )
-        error = (
-            file_service.save_generated(owner, FilePurpose.BATCH_ERROR, f"{batch.id}_error.jsonl", err.name, keep)
-            if failed
-            else None
-        )
+            output, error = _publish(batch, assembly, out, err)
     finally:
         for leftover in (out.name, err.name):
             Path(leftover).unlink(missing_ok=True)
-    if batch.cancelling_at is not None:
+    fields: dict[str, Any] = {}
+    if give_up:
+        status = BatchStatus.FAILED
+        unlisted = f" {assembly.unlisted} lines that never ran are not in the error file." if assembly.unlisted else ""
+        fields["errors"] = error_list("finalize_failed", give_up + unlisted)
+    elif batch.cancelling_at is not None:
         status = BatchStatus.CANCELLED
-    elif batch.chunks.filter(status=ChunkStatus.CANCELLED).exists():
+    elif batch.errors is not None:
+        status = BatchStatus.FAILED
+    elif any(chunk.status == ChunkStatus.CANCELLED for chunk in chunks):
         status = BatchStatus.EXPIRED
     else:
         status = BatchStatus.COMPLETED
     finished = end_batch(
-        batch_id,
+        batch.id,
         status,
-        Q(status=BatchStatus.FINALIZING, finalizer_id=worker_id),
+        _mine(batch.id, worker_id),
         output_file=output,
         error_file=error,
-        completed=completed,
-        failed=failed,
-        usage=openai_usage(usage),
+        completed=assembly.completed,
+        failed=assembly.failed,
+        usage=openai_usage(assembly.usage),
+        **fields,
     )
-    if finished is None:  # another worker took over a finalize it thought dead: keep its files, not ours
+    if finished is None:  # another finalizer took over a finalize it thought dead: keep its files, not ours
         for file in (output, error):
             if file is not None:
                 file_service.delete_file(file)
         return None
-    shutil.rmtree(Path(settings.PARTS_DIR) / batch_id, ignore_errors=True)
-    log.info(
-        "finalized %s: %s, %d completed, %d failed, in %.2fs",
-        batch_id,
-        status,
-        completed,
-        failed,
-        (timezone.now() - started).total_seconds(),
-    )
+    shutil.rmtree(Path(settings.PARTS_DIR) / batch.id, ignore_errors=True)
     return finished
+
+
+def _failed_attempt(batch: Batch, worker_id: str | None, exc: Exception) -> Batch | None:
+    """Count a finalize that raised; retry later (any finalizer, after the lease), or give up."""
+    message = str(exc) if isinstance(exc, InputUnreadable) else f"{type(exc).__name__}: {exc}"
+    counted = Batch.objects.filter(_mine(batch.id, worker_id)).update(
+        finalize_attempts=F("finalize_attempts") + 1, finalize_error=message[:2000]
+    )
+    if not counted:
+        return None
+    attempts = Batch.objects.values_list("finalize_attempts", flat=True).get(pk=batch.id)
+    limit = settings.BATCHSITE_WORKER.max_attempts
+    if attempts < limit:
+        log.error("batch %s: finalize failed (attempt %d of %d); retrying later", batch.id, attempts, limit)
+        Batch.objects.filter(_mine(batch.id, worker_id)).update(finalizer=None, finalize_started_at=Now())
+        return None
+    reason = (
+        f"Assembling the results failed {attempts} times (BATCHSITE_MAX_ATTEMPTS={limit}); the last error: {message}."
+    )
+    log.error("batch %s: giving up: %s", batch.id, reason)
+    try:
+        return _assemble_and_end(batch, worker_id, give_up=reason)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        log.exception("batch %s: even the best-effort results failed; failing it without files", batch.id)
+        errors = error_list("finalize_failed", reason + " No results could be assembled.")
+        return end_batch(batch.id, BatchStatus.FAILED, _mine(batch.id, worker_id), errors=errors)
+
+
+def finalize(batch_id: str, worker_id: str | None) -> Batch | None:
+    """Assemble a batch whose chunks have all ended; None if it is not ready, not ours, or sent
+    back (a part was lost) or failed for now (to be retried)."""
+    # Called after every chunk: the plain read answers "not yet" without a
+    # transaction (which on SQLite would take the database's write lock).
+    if Chunk.objects.unfinished().filter(batch_id=batch_id).exists():
+        return None
+    batch = _claim(batch_id, worker_id)
+    if batch is None:
+        return None
+    started = time.monotonic()
+    try:
+        finished = _assemble_and_end(batch, worker_id)
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: not this batch's fault; the worker waits and retries
+    except Exception as exc:
+        log.exception("batch %s: finalize failed", batch_id)
+        return _failed_attempt(batch, worker_id, exc)
+    if finished is not None:
+        log.info(
+            "finalized %s: %s, %d completed, %d failed, in %.2fs",
+            batch_id,
+            finished.status,
+            finished.completed,
+            finished.failed,
+            time.monotonic() - started,
+        )
+    return finished
+
+
+def fail_batch(batch_id: str, worker_id: str | None, code: str, message: str) -> Batch | None:
+    """Fail a batch that cannot run on, keeping what ran: it ends ``failed`` now if nothing of it
+    is running, else when the chunks other workers are running end."""
+    log.error("batch %s fails: %s: %s", batch_id, code, message)
+    mark_failing(batch_id, code, message)
+    return finalize(batch_id, worker_id)

@@ -94,7 +94,7 @@ def test_a_transition_that_lost_the_race_writes_no_second_event(client, models, 
     batch_id = make(client, upload, "https://hooks.example.test/b")["id"]
     assert lifecycle.end_batch(batch_id, BatchStatus.CANCELLED, Q()) is not None
     assert lifecycle.end_batch(batch_id, BatchStatus.COMPLETED, Q()) is None
-    assert lifecycle.fail_batch(batch_id, "x", "y") is None
+    assert lifecycle.mark_failing(batch_id, "x", "y") is False
     assert list(WebhookDelivery.objects.values_list("event_type", flat=True)) == ["batch.cancelled"]
 
 

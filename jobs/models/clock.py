@@ -1,0 +1,27 @@
+"""The database's clock, for every time one process compares with another's.
+
+Heartbeats, leases, retry times and expiry are written by one host and read
+by another; with each host's own clock, a worker whose clock runs an hour
+behind would look dead to the others (and one an hour ahead would take their
+chunks). So they are written and compared with the database's ``NOW()``,
+the one clock every process shares.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models.functions import Now
+
+__all__ = ["Now", "ago", "later"]
+
+
+def ago(seconds: float) -> ExpressionWrapper:
+    """The database's now minus ``seconds``, for filters and updates."""
+    return ExpressionWrapper(Now() - timedelta(seconds=seconds), output_field=DateTimeField())
+
+
+def later(seconds: float) -> ExpressionWrapper:
+    """The database's now plus ``seconds``."""
+    return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())

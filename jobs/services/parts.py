@@ -1,0 +1,176 @@
+"""Result parts: the files a claim of a chunk writes, and the record of them on the chunk.
+
+A worker writes the lines its claim of a chunk finished to a pair of files
+(output and errors; temp file, fsync, rename), named with the claim's fencing
+token (``Chunk.fence``), and only then records the part on the chunk row, in
+the UPDATE guarded by that token. So a worker that lost the chunk (it looked
+dead and another took over) writes under another name than the winner and
+cannot record its part; finalize reads only recorded parts, and checks each
+against the counts recorded with it before it publishes anything.
+
+A chunk can have more than one part: a worker stopped by SIGTERM keeps the
+lines it finished as a part and hands the chunk back; the next claim runs only
+the lines no recorded part holds (``done`` below), so no line runs twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+log = logging.getLogger("batchsite.worker")
+
+# Fault injection for the test of a worker that writes after it lost its chunk:
+# hold every part write open so the test can stop the worker right there.
+# Zero (off) unless the variable is set.
+PART_PAUSE_SECONDS = float(os.environ.get("BATCHSITE_TEST_PART_PAUSE", "0"))
+
+
+@dataclass(frozen=True)
+class Part:
+    fence: int  # the claim that wrote it
+    completed: int  # lines in its output file
+    failed: int  # lines in its error file
+    # The chunk's lines it holds, as half-open ranges of their position in the
+    # chunk (0 = the chunk's first request line): [[0, 40], [41, 57]].
+    done: tuple[tuple[int, int], ...] = ()
+    usage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def lines(self) -> int:
+        return self.completed + self.failed
+
+    def seqs(self) -> set[int]:
+        return {seq for start, end in self.done for seq in range(start, end)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fence": self.fence,
+            "completed": self.completed,
+            "failed": self.failed,
+            "done": [list(r) for r in self.done],
+            "usage": self.usage,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Part:
+        return cls(
+            fence=int(data["fence"]),
+            completed=int(data["completed"]),
+            failed=int(data["failed"]),
+            done=tuple((int(a), int(b)) for a, b in data.get("done", [])),
+            usage=dict(data.get("usage") or {}),
+        )
+
+
+def recorded(chunk: Any) -> list[Part]:
+    return [Part.from_json(item) for item in chunk.parts or []]
+
+
+def done_seqs(parts: Iterable[Part]) -> set[int]:
+    seqs: set[int] = set()
+    for part in parts:
+        seqs |= part.seqs()
+    return seqs
+
+
+def as_ranges(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    ranges: list[list[int]] = []
+    for seq in sorted(seqs):
+        if ranges and ranges[-1][1] == seq:
+            ranges[-1][1] = seq + 1
+        else:
+            ranges.append([seq, seq + 1])
+    return tuple((a, b) for a, b in ranges)
+
+
+def totals(parts: Iterable[Part]) -> tuple[int, int]:
+    """(completed, failed) over ``parts``: a chunk's counts before its next claim runs."""
+    parts = list(parts)
+    return sum(p.completed for p in parts), sum(p.failed for p in parts)
+
+
+def total_usage(parts: Iterable[Part]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in parts:
+        for key, value in part.usage.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def paths(batch_id: str, index: int, fence: int) -> tuple[Path, Path]:
+    directory = Path(settings.PARTS_DIR) / batch_id
+    stem = f"{index:06d}-{fence:06d}"
+    return directory / f"{stem}.out.jsonl", directory / f"{stem}.err.jsonl"
+
+
+def write_atomically(path: Path, lines: list[bytes]) -> None:
+    """temp file, fsync, rename: a file is either whole on disk or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.writelines(lines)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write(
+    batch_id: str,
+    index: int,
+    fence: int,
+    output: list[bytes],
+    errors: list[bytes],
+    seqs: Iterable[int],
+    usage: dict[str, int],
+) -> Part:
+    """Write a claim's part; the caller records it on the chunk (or discards it if it lost the chunk)."""
+    if PART_PAUSE_SECONDS:
+        log.warning("test hook: holding the part of %s#%d for %.1fs", batch_id, index, PART_PAUSE_SECONDS)
+        time.sleep(PART_PAUSE_SECONDS)
+    out_path, err_path = paths(batch_id, index, fence)
+    write_atomically(out_path, output)
+    write_atomically(err_path, errors)
+    return Part(fence, len(output), len(errors), as_ranges(seqs), dict(usage))
+
+
+def discard(batch_id: str, index: int, fence: int) -> None:
+    for path in paths(batch_id, index, fence):
+        path.unlink(missing_ok=True)
+
+
+def count_lines(path: Path) -> int | None:
+    """Lines in a part file, None if it is missing."""
+    try:
+        with path.open("rb") as fh:
+            return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+    except FileNotFoundError:
+        return None
+
+
+def problem(batch_id: str, index: int, part: Part, request_count: int) -> str | None:
+    """Why this recorded part cannot be published as it is; None if its files hold what was recorded."""
+    if part.lines != sum(end - start for start, end in part.done):
+        return f"part {part.fence} records {part.lines} lines but {part.done} positions"
+    if any(start < 0 or end > request_count or start >= end for start, end in part.done):
+        return f"part {part.fence} records positions outside the chunk's {request_count} lines"
+    out_path, err_path = paths(batch_id, index, part.fence)
+    for path, expected in ((out_path, part.completed), (err_path, part.failed)):
+        found = count_lines(path)
+        if found is None:
+            return f"part file {path.name} is missing"
+        if found != expected:
+            return f"part file {path.name} has {found} lines, {expected} were recorded"
+    return None
