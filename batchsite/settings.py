@@ -24,9 +24,8 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 FILES_DIR = DATA_DIR / "files"
 MODELS_DIR = DATA_DIR / "models"
 UPLOAD_TMP_DIR = DATA_DIR / "tmp"
-# Per-chunk result parts; on several hosts this must be shared storage, like FILES_DIR.
-PARTS_DIR = DATA_DIR / "parts"
-for _directory in (FILES_DIR, MODELS_DIR, UPLOAD_TMP_DIR, PARTS_DIR, DATA_DIR / "static"):
+# Per-chunk result parts are in the file store too (under parts/), beside the files.
+for _directory in (FILES_DIR, MODELS_DIR, UPLOAD_TMP_DIR, DATA_DIR / "static"):
     _directory.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.flag("DEBUG", False)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +76,9 @@ class LocalStorage(FileSystemStorage):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def delete_folder(self, name: str) -> None:
+        shutil.rmtree(self.path(name), ignore_errors=True)
 
 
 class _Reader(File):
@@ -161,6 +165,15 @@ class S3Storage(storages_s3.S3Storage):
         stream.seek(start)
         return stream  # type: ignore[return-value]
 
+    def delete_folder(self, name: str) -> None:
+        """Every object under ``name/``, a thousand per request."""
+        prefix = self._key(name).rstrip("/") + "/"
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket_name, Prefix=prefix)
+        for page in pages:
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self._client.delete_objects(Bucket=self.bucket_name, Delete={"Objects": keys, "Quiet": True})
+
     @contextlib.contextmanager
     def writer(self, name: str) -> Iterator[IO[bytes]]:
         """A multipart upload: completed when the block ends, aborted (nothing stored) if it raises."""
@@ -178,6 +191,22 @@ def open_range(storage: Storage, name: str, start: int, end: int) -> BinaryIO:
     handle = storage.open(name, "rb")
     handle.seek(start)
     return handle  # type: ignore[return-value]
+
+
+def delete_folder(storage: Storage, name: str) -> None:
+    """Delete everything stored under the folder (prefix) ``name``; nothing there is no error."""
+    method = getattr(storage, "delete_folder", None)
+    if method is not None:
+        method(name)
+        return
+    try:
+        folders, files = storage.listdir(name)
+    except FileNotFoundError:
+        return
+    for file in files:
+        storage.delete(f"{name}/{file}")
+    for folder in folders:
+        delete_folder(storage, f"{name}/{folder}")
 
 
 @contextlib.contextmanager

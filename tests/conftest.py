@@ -68,8 +68,7 @@ def isolated_storage(settings: Any, tmp_path: Path, storage_kind: str, request: 
     (with --storage s3) a fresh prefix in moto's bucket."""
     settings.FILES_DIR = tmp_path / "files"
     settings.UPLOAD_TMP_DIR = tmp_path / "tmp"
-    settings.PARTS_DIR = tmp_path / "parts"
-    for directory in (settings.FILES_DIR, settings.UPLOAD_TMP_DIR, settings.PARTS_DIR):
+    for directory in (settings.FILES_DIR, settings.UPLOAD_TMP_DIR):
         directory.mkdir()
     settings.FILE_UPLOAD_TEMP_DIR = str(settings.UPLOAD_TMP_DIR)
     if storage_kind == "s3":

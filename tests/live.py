@@ -110,7 +110,6 @@ class LiveStack:
         """Make this test process read and write the stack's files, as gunicorn and the worker do."""
         settings.FILES_DIR = self.data_dir / "files"
         settings.UPLOAD_TMP_DIR = self.data_dir / "tmp"
-        settings.PARTS_DIR = self.data_dir / "parts"
         settings.FILE_UPLOAD_TEMP_DIR = str(settings.UPLOAD_TMP_DIR)
         used = self.server.storage
         if used.s3 is not None:

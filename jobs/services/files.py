@@ -152,6 +152,34 @@ def save_generated(owner: Any, purpose: str, filename: str, path: str, expires_a
         return _store(owner, purpose, filename, _LocalFile(fh, name=filename), expires_after)
 
 
+def new_stored_name() -> tuple[str, str]:
+    """(file id, storage name) for a file written straight into the store (``register_stored``)."""
+    file_id = new_file_id()
+    return file_id, _storage_name(file_id)
+
+
+def register_stored(
+    owner: Any, purpose: str, filename: str, file_id: str, name: str, expires_after: int | None = None
+) -> File:
+    """The row for bytes a worker streamed into the store under ``name`` (from ``new_stored_name``);
+    if the row cannot be made, the bytes go too."""
+    try:
+        created = timezone.now()
+        return File.objects.create(
+            id=file_id,
+            owner=owner,
+            purpose=purpose,
+            filename=filename,
+            bytes=default_storage.size(name),
+            storage_name=name,
+            created_at=created,
+            expires_at=_expires_at(purpose, expires_after, created),
+        )
+    except BaseException:
+        default_storage.delete(name)
+        raise
+
+
 def open_content(file: File) -> Any:
     """The whole file as a stream (on object storage: read as it is consumed, never staged)."""
     return default_storage.open(file.storage_name, "rb")
