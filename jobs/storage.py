@@ -93,6 +93,15 @@ class _Reader(File):
         return True
 
 
+def _missing(error: Any) -> bool:
+    """A botocore error that says the object is not there (a missing file, as on a disk)."""
+    return isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in (
+        "404",
+        "NoSuchKey",
+        "NotFound",
+    )
+
+
 @functools.lru_cache(maxsize=1)
 def _shared_loader() -> Any:
     return botocore.loaders.create_loader()
@@ -134,7 +143,7 @@ class S3Storage(storages_s3.S3Storage):
         try:
             size = self.bucket.Object(key).content_length
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(exc):
                 raise FileNotFoundError(f"{name} is not in the bucket {self.bucket_name}") from None
             raise
         stream = smart_s3.Reader(self.bucket_name, key, buffer_size=READ_BUFFER, defer_seek=True, client=self._client)
@@ -162,7 +171,13 @@ class S3Storage(storages_s3.S3Storage):
             client=self._client,
             range_chunk_size=max(end - start, 1),
         )
-        stream.seek(start)
+        try:
+            stream.seek(start)  # the GET
+        except OSError as exc:
+            stream.close()
+            if _missing(getattr(exc, "backend_error", None)):
+                raise FileNotFoundError(f"{name} is not in the bucket {self.bucket_name}") from None
+            raise
         return stream  # type: ignore[return-value]
 
     def delete_folder(self, name: str) -> None:

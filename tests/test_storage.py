@@ -24,13 +24,16 @@ from tests.s3 import BUCKET, S3Server
 
 
 class Requests:
-    """The Range header of every GetObject the storage's boto3 client sends."""
+    """The Range header of every GetObject the storage's boto3 client sends (of one key, if given)."""
 
-    def __init__(self, storage: S3Storage) -> None:
+    def __init__(self, storage: S3Storage, key: str = "") -> None:
+        self.key = key
         self.ranges: list[str | None] = []
         storage._client.meta.events.register("before-send.s3.GetObject", self._record)
 
     def _record(self, request: Any, **_: Any) -> None:
+        if self.key and not request.url.split("?")[0].endswith(self.key):
+            return
         value = request.headers.get("Range")
         self.ranges.append(value.decode() if isinstance(value, bytes) else value)
 
@@ -193,7 +196,7 @@ def test_a_worker_reads_each_chunk_with_one_ranged_get_of_its_bytes(
     from django.core.files.storage import default_storage
 
     from jobs.engine.simulated import SimulatedEngine
-    from jobs.models import Batch, Chunk
+    from jobs.models import Batch, Chunk, File
     from jobs.worker import GpuWorker
     from tests.conftest import chat_line, jsonl
 
@@ -202,9 +205,16 @@ def test_a_worker_reads_each_chunk_with_one_ranged_get_of_its_bytes(
     file = upload(jsonl([chat_line(i) for i in range(100)]))
     body = {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
     batch_id = client.post("/v1/batches", body, format="json").json()["id"]
-    sent = Requests(default_storage._wrapped if hasattr(default_storage, "_wrapped") else default_storage)
+    input_name = File.objects.get(pk=file["id"]).storage_name
+    sent = Requests(default_storage._wrapped, input_name)  # reads of the input only, not of the parts
     assert GpuWorker(SimulatedEngine(), exit_when_idle=True).run() == 0
     assert Batch.objects.get(pk=batch_id).status == "completed"
     chunks = Chunk.objects.filter(batch_id=batch_id).order_by("index")
     assert len(chunks) == 4
     assert sorted(sent.ranges) == sorted(f"bytes={c.start_byte}-{c.end_byte - 1}" for c in chunks)
+
+
+def test_a_missing_object_is_file_not_found_for_a_ranged_read_too(s3, local):
+    for storage in (s3, local):
+        with pytest.raises(FileNotFoundError):
+            open_range(storage, "nope.jsonl", 10, 20)
