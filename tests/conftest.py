@@ -38,10 +38,10 @@ def storage_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+def s3_server() -> Iterator[S3Server]:
     """moto's S3 server for the session (tests/s3.py); started on first use."""
     use_test_credentials()
-    server = S3Server(free_port(), tmp_path_factory.mktemp("s3") / "moto.log")
+    server = S3Server(free_port())
     yield server
     server.stop()
 

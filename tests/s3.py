@@ -1,8 +1,9 @@
 """An S3-compatible server for the tests: moto's server mode on loopback, one per session.
 
-It runs as its own process (``moto.server``), as a real object store would, so
-the test process, gunicorn and workers all reach it over HTTP with boto3, and
-its CPU does not count against the process a test measures. Every test gets a
+It runs in a thread of the test process (ThreadedMotoServer, a real HTTP
+server), so the test process, gunicorn and workers all reach it over HTTP with
+boto3, and it is not a child process that tests measuring their process tree
+would count (the objects it holds can be a few hundred MB). Every test gets a
 fresh key prefix in one bucket, so "nothing was stored" and "only these
 objects" can be checked by listing that prefix.
 """
@@ -10,12 +11,7 @@ objects" can be checked by listing that prefix.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 BUCKET = "batchsite-test"
@@ -24,25 +20,12 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 
 class S3Server:
-    def __init__(self, port: int, log_path: Path) -> None:
+    def __init__(self, port: int) -> None:
+        from moto.server import ThreadedMotoServer
+
         self.endpoint = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from moto.server import main; main(sys.argv[1:])"]
-                + ["-H", "127.0.0.1", "-p", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2)
-                break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto's S3 server did not start:\n{log_path.read_text()}") from None
-                time.sleep(0.2)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.server.start()
         self.client().create_bucket(Bucket=BUCKET)
 
     def client(self) -> Any:
@@ -74,12 +57,7 @@ class S3Server:
         return {"BATCHSITE_STORAGE": f"s3://{BUCKET}/{prefix}", "AWS_ENDPOINT_URL": self.endpoint, **CREDENTIALS}
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        self.server.stop()
 
 
 def _boto_credentials() -> dict[str, str]:
