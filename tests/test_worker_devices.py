@@ -9,6 +9,7 @@ worker does with its devices, not about inference.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -108,7 +109,9 @@ def make_batch(client: Any, upload: Any, model: str, n: int) -> str:
     return str(response.json()["id"])
 
 
-def test_a_model_that_needs_two_gpus_is_left_to_a_worker_with_two(client, upload, models, caplog):
+@pytest.mark.parametrize("policy", ["fifo", "affinity"])
+def test_a_model_that_needs_two_gpus_is_left_to_a_worker_with_two(client, upload, models, caplog, settings, policy):
+    settings.BATCHSITE_SCHEDULER = dataclasses.replace(settings.BATCHSITE_SCHEDULER, policy=policy, policy_file="")
     RegisteredModel.objects.create(
         name=BIG_MODEL, source="/models/big", endpoints=["chat"], engine_options={"tensor_parallel_size": 2}
     )

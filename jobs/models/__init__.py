@@ -9,6 +9,7 @@ from jobs.models.batches import (
 from jobs.models.files import File, FilePurpose
 from jobs.models.keys import ApiKey
 from jobs.models.loads import ModelLoad
+from jobs.models.measures import ModelMeasure
 from jobs.models.registry import ENDPOINT_KINDS, RegisteredModel
 from jobs.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSecret
 from jobs.models.workers import ModelLoadFailure, Worker, WorkerState
@@ -27,6 +28,7 @@ __all__ = [
     "FilePurpose",
     "ModelLoad",
     "ModelLoadFailure",
+    "ModelMeasure",
     "RegisteredModel",
     "WebhookAttempt",
     "WebhookDelivery",
