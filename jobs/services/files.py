@@ -123,21 +123,7 @@ def _expires_at(purpose: str, expires_after: int | None, created: datetime) -> d
 def _store(owner: Any, purpose: str, filename: str, content: DjangoFile, expires_after: int | None = None) -> File:
     file_id = new_file_id()
     stored = default_storage.save(_storage_name(file_id), content)
-    try:
-        created = timezone.now()
-        return File.objects.create(
-            id=file_id,
-            owner=owner,
-            purpose=purpose,
-            filename=filename,
-            bytes=default_storage.size(stored),
-            storage_name=stored,
-            created_at=created,
-            expires_at=_expires_at(purpose, expires_after, created),
-        )
-    except BaseException:
-        default_storage.delete(stored)  # no row, so no bytes either
-        raise
+    return register_stored(owner, purpose, filename, file_id, stored, expires_after)
 
 
 class _LocalFile(DjangoFile):
@@ -176,7 +162,7 @@ def register_stored(
             expires_at=_expires_at(purpose, expires_after, created),
         )
     except BaseException:
-        default_storage.delete(name)
+        default_storage.delete(name)  # no row, so no bytes either
         raise
 
 
