@@ -44,23 +44,30 @@ def test_on_this_cpu_host_the_status_says_cpu_with_the_process_memory():
 
 
 def test_process_memory_counts_the_engine_child_processes():
-    child = subprocess.Popen(
+    # Measured on a parent of its own (a shell running one Python child), not on the
+    # test process: a test session has children of its own (live servers, engines)
+    # whose memory would drown the 150 MB this test looks for.
+    parent = subprocess.Popen(
         [
-            sys.executable,
+            "sh",
             "-c",
-            "import sys, time; b = bytearray(150 * 2**20); sys.stdout.write('x'); sys.stdout.flush(); time.sleep(60)",
+            f"{sys.executable} -c \"import sys, time; b = bytearray(150 * 2**20); "
+            "sys.stdout.write('x'); sys.stdout.flush(); time.sleep(60)\" & wait",
         ],
         stdout=subprocess.PIPE,
     )
     try:
-        assert child.stdout is not None and child.stdout.read(1) == b"x"
-        own = psutil.Process().memory_info().rss
-        assert process_tree_rss() - own > 140 * 2**20
+        assert parent.stdout is not None and parent.stdout.read(1) == b"x"
+        shell = psutil.Process(parent.pid)
+        assert process_tree_rss(parent.pid) - shell.memory_info().rss > 140 * 2**20
+        for child in shell.children(recursive=True):
+            child.kill()
+        psutil.wait_procs(shell.children(recursive=True), timeout=5)
+        time.sleep(0.1)
+        assert process_tree_rss(parent.pid) - shell.memory_info().rss < 140 * 2**20
     finally:
-        child.kill()
-        child.wait()
-    time.sleep(0.1)
-    assert process_tree_rss() - psutil.Process().memory_info().rss < 140 * 2**20
+        parent.kill()
+        parent.wait()
 
 
 class _FakeNvml(types.ModuleType):
