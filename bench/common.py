@@ -227,3 +227,31 @@ def engine_env(spec: Any) -> dict[str, str]:
     from jobs.engine.options import resolve
 
     return {**os.environ, **resolve(spec).env, "HF_HUB_OFFLINE": "1"}
+
+
+class Spy:
+    """``py-spy record`` attached to one process (and, with ``subprocesses``, its children)
+    for a stretch of a benchmark, written as collapsed stacks that bench/profile_top.py
+    turns into a table. ``--nonblocking`` samples without pausing the process, so the
+    profiled run is not slowed much; a few dumps (``py-spy dump``) show each thread's
+    stack at a moment of the run."""
+
+    def __init__(self, pid: int, out: Path, subprocesses: bool = False, rate: int = 100) -> None:
+        self.pid, self.out = pid, out
+        spy = str(Path(PYTHON).parent / "py-spy")
+        cmd = [spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "-o", str(out)]
+        cmd += ["--nonblocking"] + (["--subprocesses"] if subprocesses else [])
+        self.spy = spy
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def dump(self, path: Path) -> None:
+        done = subprocess.run([self.spy, "dump", "--pid", str(self.pid)], capture_output=True, text=True, check=False)
+        with path.open("a") as out:
+            out.write(done.stdout + done.stderr + "\n")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        self.process.wait(timeout=60)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
     PYTHON,
     REPO,
+    Spy,
     Stack,
     chat_lines,
     emit,
@@ -91,7 +92,9 @@ def run_batch(spec: Any, requests: Path, work: Path) -> dict[str, Any]:
     }
 
 
-def batchsite(spec: Any, requests: Path, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def batchsite(
+    spec: Any, requests: Path, n: int, profile: Path | None = None, cold_run: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
     stack = Stack()
     try:
         stack.register(spec.name, spec.source, "chat,completions", spec.engine_options)
@@ -113,8 +116,19 @@ def batchsite(spec: Any, requests: Path, n: int) -> tuple[dict[str, Any], dict[s
             stack.data_dir / "warm.jsonl", [json.loads(x) for x in requests.read_text().splitlines()[:2]]
         )
         wait_status(sdk, submit(warm_up))
+        spies = []
+        if profile is not None:
+            spies = [
+                Spy(worker.pid, profile / "e2e-worker.txt", subprocesses=True),
+                Spy(stack.web.pid, profile / "e2e-api.txt", subprocesses=True),
+            ]
         batch_id = submit(requests)
+        if spies:
+            time.sleep(3)  # into the run, past the first chunk's start
+            spies[0].dump(profile / "e2e-worker-dump.txt")  # type: ignore[operator]
         done = wait_status(sdk, batch_id, every=1.0)
+        for spy in spies:
+            spy.stop()
         row = models.Batch.objects.get(pk=batch_id)
         out = [json.loads(x) for x in sdk.files.content(done.output_file_id).text.splitlines()]
         warm = {
@@ -124,6 +138,8 @@ def batchsite(spec: Any, requests: Path, n: int) -> tuple[dict[str, Any], dict[s
         }
         worker.terminate()
         worker.wait(timeout=120)
+        if not cold_run:
+            return warm, {}
 
         # Cold: upload, create, and only then a fresh worker that must load the model.
         started = time.perf_counter()
@@ -143,14 +159,22 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--json")
+    parser.add_argument("--profile", type=Path, help="py-spy the warm worker and the API into this directory")
+    parser.add_argument("--only-batchsite", action="store_true", help="skip a. and b. (for profiling)")
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     spec = model_spec(args.model)
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     requests = write_jsonl(work / "requests.jsonl", chat_lines(args.n, spec.name, args.max_tokens))
+    if args.only_batchsite:
+        warm, _ = batchsite(spec, requests, args.n, args.profile, cold_run=False)
+        print(f"batchsite claim->completed: {warm['seconds']:.2f}s, {warm['requests'] / warm['seconds']:.1f} req/s")
+        return
     raw = raw_llm(spec, requests)
     rb = run_batch(spec, requests, work)
-    warm, cold = batchsite(spec, requests, args.n)
+    warm, cold = batchsite(spec, requests, args.n, args.profile)
 
     def rates(name: str, r: dict[str, Any], key: str = "seconds") -> dict[str, Any]:
         return {

@@ -20,7 +20,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Stack, chat_prompt, emit, table  # noqa: E402
+from bench.common import Spy, Stack, chat_prompt, emit, table  # noqa: E402
 
 MODEL = "ingest-model"
 
@@ -64,7 +64,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, nargs="+", default=[50_000, 200_000])
     parser.add_argument("--json")
+    parser.add_argument("--profile", type=Path, help="py-spy the server during each ingest into this directory")
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     biggest = max(args.lines)
     stack = Stack(
         env={
@@ -91,11 +94,14 @@ def main() -> None:
             sampler = RssSampler(server.pid)
             base = sampler.peak
             sampler.start()
+            spy = Spy(server.pid, args.profile / f"ingest-{n}.txt") if args.profile else None
             started = time.perf_counter()
             file = sdk.files.create(file=path.open("rb"), purpose="batch")
             uploaded = time.perf_counter()
             batch = sdk.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
             seconds = time.perf_counter() - started
+            if spy is not None:
+                spy.stop()
             sampler.running = False
             sampler.join()
             assert batch.status == "in_progress" and batch.request_counts.total == n, batch
