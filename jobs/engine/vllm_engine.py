@@ -29,7 +29,9 @@ matched one ``LLM.chat`` call here: tiny model ~0.94-1.2x, SmolLM2 ~1.0x.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -221,19 +223,24 @@ class VllmEngine:
         results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         window = self.window
         source = iter(requests)
-        in_flight = 0
+        in_flight = 0  # submitted and not yet yielded (those in ``ready`` included)
+        ready: collections.deque[Any] = collections.deque()
         exhausted = False
         prime = self._start_primed(loop, serving, results) if self.prime_start else None
         try:
             while True:
-                while not exhausted and in_flight < window and not self._abort.is_set():
+                # Results come per engine step, many at once: take all that are there,
+                # then refill the window in one hand-over to the loop (one wake-up of
+                # its thread per step, not one per request).
+                batch: list[EngineRequest] = []
+                while not exhausted and in_flight + len(batch) < window and not self._abort.is_set():
                     try:
-                        request = next(source)
+                        batch.append(next(source))
                     except StopIteration:
                         exhausted = True
-                        break
-                    self._submit(loop, serving, request, results)
-                    in_flight += 1
+                if batch:
+                    self._submit(loop, serving, batch, results)
+                    in_flight += len(batch)
                     if prime is not None:
                         prime.submitted = in_flight
                 if prime is not None:
@@ -241,12 +248,16 @@ class VllmEngine:
                     prime = None
                 if in_flight == 0:
                     return
-                item = self._next_result(results, serving)
-                in_flight -= 1
-                if item is DEAD:
-                    raise EngineDeadError(f"the vLLM engine for {self.loaded_model} died")
-                yield item
+                if not ready:
+                    self._take_results(results, serving, ready)
+                while ready:
+                    item = ready.popleft()
+                    in_flight -= 1
+                    if item is DEAD:
+                        raise EngineDeadError(f"the vLLM engine for {self.loaded_model} died")
+                    yield item
         finally:
+            in_flight -= len(ready)
             if in_flight:
                 # Closed early (consumer stopped, abort, engine death): cancel
                 # what is left so the engine does not keep working for nobody.
@@ -302,28 +313,37 @@ class VllmEngine:
         self,
         loop: asyncio.AbstractEventLoop,
         serving: LoadedServing,
-        request: EngineRequest,
+        requests: list[EngineRequest],
         results: queue.SimpleQueue[Any],
     ) -> None:
+        def done(request: EngineRequest, t: asyncio.Task[Any]) -> None:
+            self._tasks.pop(t, None)
+            if t.cancelled() or (t.exception() is None and t.result() is ABORTED):
+                results.put(EngineResult.aborted_for(request))
+            elif (exc := t.exception()) is not None:
+                logger.error("engine task failed for %s", request.custom_id, exc_info=exc)
+                results.put(DEAD if serving.client.errored else _internal_error(request, exc))
+            else:
+                results.put(t.result())
+
         def start() -> None:
-            task = loop.create_task(serving.handle(request))
-            self._tasks[task] = request.tag
-            if self._abort.is_set():
-                task.cancel()
-
-            def done(t: asyncio.Task[Any]) -> None:
-                self._tasks.pop(t, None)
-                if t.cancelled() or (t.exception() is None and t.result() is ABORTED):
-                    results.put(EngineResult.aborted_for(request))
-                elif (exc := t.exception()) is not None:
-                    logger.error("engine task failed for %s", request.custom_id, exc_info=exc)
-                    results.put(DEAD if serving.client.errored else _internal_error(request, exc))
-                else:
-                    results.put(t.result())
-
-            task.add_done_callback(done)
+            for request in requests:
+                task = loop.create_task(serving.handle(request))
+                self._tasks[task] = request.tag
+                if self._abort.is_set():
+                    task.cancel()
+                task.add_done_callback(functools.partial(done, request))
 
         loop.call_soon_threadsafe(start)
+
+    def _take_results(self, results: queue.SimpleQueue[Any], serving: LoadedServing, into: Any) -> None:
+        """Wait for one result, then take every other one already there."""
+        into.append(self._next_result(results, serving))
+        while True:
+            try:
+                into.append(results.get_nowait())
+            except queue.Empty:
+                return
 
     def _next_result(self, results: queue.SimpleQueue[Any], serving: LoadedServing) -> Any:
         while True:
