@@ -42,6 +42,8 @@ _LONG_RUN = b"0" * 19
 
 def has_long_digits(data: bytes) -> bool:
     return _LONG_RUN in data.translate(_SCAN)
+
+
 # What loads_fast answers when it cannot decide a text alone.
 UNDECIDED: Any = object()
 
