@@ -51,6 +51,58 @@ def chat_lines(n: int, model: str, max_tokens: int = 32) -> list[dict[str, Any]]
     ]
 
 
+def embedding_lines(n: int, model: str) -> list[dict[str, Any]]:
+    """Sentences of 8 to 56 words: each request is cheap, so per-request overhead shows."""
+    return [
+        {
+            "custom_id": f"emb-{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": model, "input": chat_prompt(i)},
+        }
+        for i in range(n)
+    ]
+
+
+SEED_SCHEMA = {
+    "name": "verdict",
+    "schema": {
+        "type": "object",
+        "properties": {"score": {"type": "integer"}, "fit": {"type": "boolean"}, "reason": {"type": "string"}},
+        "required": ["score", "fit", "reason"],
+    },
+}
+
+
+def candidate_text(i: int, words: int = 220) -> str:
+    """About 300 tokens of a made-up candidate profile (220 words), different per request."""
+    vocabulary = WORDS + "python rust sql kubernetes team lead shipped scaled latency budget".split()
+    body = " ".join(vocabulary[(i * 13 + k * 7) % len(vocabulary)] for k in range(words))
+    return f"Candidate {i}: {body}."
+
+
+def seed_lines(n: int, model: str, max_tokens: int = 64) -> list[dict[str, Any]]:
+    """The seed's workload: a long prompt (a candidate to score), a short structured answer."""
+    return [
+        {
+            "custom_id": f"cand-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": model,
+                "messages": [
+                    {"role": "system", "content": "Score the candidate for a backend role. Answer in JSON."},
+                    {"role": "user", "content": candidate_text(i)},
+                ],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "response_format": {"type": "json_schema", "json_schema": SEED_SCHEMA},
+            },
+        }
+        for i in range(n)
+    ]
+
+
 def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> Path:
     with path.open("w") as out:
         for line in lines:
@@ -207,7 +259,8 @@ def emit(result: dict[str, Any], json_path: str | None) -> None:
 
 
 def model_spec(kind: str) -> Any:
-    """The demo chat model (SmolLM2) or a tiny random 2-layer Llama, prepared once under var/bench-models."""
+    """The demo chat model (SmolLM2), a tiny random 2-layer Llama (prepared once under
+    var/bench-models), or the demo embeddings model (MiniLM)."""
     from jobs.engine import demo
     from jobs.engine.base import ModelSpec
 
@@ -220,6 +273,8 @@ def model_spec(kind: str) -> Any:
     if kind == "tiny":
         path = demo.build_tiny_model(cache / "tiny-llama")
         return ModelSpec("tiny-llama", str(path), ("chat", "completions"), {})
+    if kind == "minilm":
+        return ModelSpec(demo.MINILM_NAME, str(demo.minilm_dir()), ("embeddings",), {})
     raise ValueError(kind)
 
 

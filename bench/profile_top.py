@@ -57,6 +57,8 @@ def _process_name(frame: str) -> str:
         return "engine core"
     if "vllm::worker" in text or "spawn_main" in text:
         return "engine worker"
+    if "validation_child" in text:
+        return "validation child"
     if "gunicorn" in text:
         return "gunicorn"
     if "run_gpu_worker" in text:
