@@ -3,9 +3,13 @@
     .venv/bin/python bench/model_swap.py [--batches 6] [--json out.json]
 
 The demo chat model (SmolLM2) and the demo embeddings model (MiniLM) take
-turns; the worker logs each unload and load. Compared with each model's cold
-load (its first load in the process), a swap should cost its load plus the
-unload of the other and nothing more: no fixed sleeps, no leftovers.
+turns; the worker logs each unload (the part of it the worker waits for) and
+load, and whether the swap overlapped the old engine's exit with the next load
+(when memory allows, jobs/engine/swap.py) and how long that exit took in the
+background. A swap's overhead is what it costs beyond a load of the same model:
+its wait for the unload, plus how much slower its load was than that model's
+fastest load in the run (the first load of the first model also pays the
+process's imports of vLLM and torch).
 """
 
 from __future__ import annotations
@@ -64,25 +68,30 @@ def main() -> None:
     text = log.read_text()
     loads = [(m, float(s)) for m, s in re.findall(r"model (\S+) ready in ([\d.]+)s", text)]
     unloads = [float(s) for s in re.findall(r"model \S+ unloaded in ([\d.]+)s", text)]
-    cold = {}
+    modes = re.findall(r"swap \S+ -> \S+: (overlapped|in turn)", text)
+    exits = [float(s) for s in re.findall(r"engine of \S+ exited in ([\d.]+)s, in the background", text)]
+    fastest: dict[str, float] = {}
     for model, seconds in loads:
-        cold.setdefault(model, seconds)
+        fastest[model] = min(fastest.get(model, seconds), seconds)
     swaps = []
-    for (model, seconds), unload in zip(loads[1:], unloads, strict=False):
+    for i, ((model, seconds), unload) in enumerate(zip(loads[1:], unloads, strict=False)):
         swaps.append(
             {
                 "to": model.split("/")[-1],
+                "mode": modes[i] if i < len(modes) else "?",
                 "unload_s": unload,
                 "load_s": seconds,
                 "swap_s": unload + seconds,
-                "cold_load_s": cold[model],
-                "overhead_s": unload + seconds - cold[model],
+                "fastest_load_s": fastest[model],
+                "overhead_s": unload + seconds - fastest[model],
+                "background_exit_s": exits.pop(0) if i < len(modes) and modes[i] == "overlapped" and exits else "",
             }
         )
     print(f"{args.batches} batches, {len(loads)} loads, {len(unloads)} unloads, worker wall {total:.1f}s")
-    print(table(swaps, ["to", "unload_s", "load_s", "swap_s", "cold_load_s", "overhead_s"]))
+    columns = ["to", "mode", "unload_s", "load_s", "swap_s", "fastest_load_s", "overhead_s", "background_exit_s"]
+    print(table(swaps, columns))
     mean = sum(s["overhead_s"] for s in swaps) / max(len(swaps), 1)
-    print(f"mean overhead beyond a cold load: {mean:.2f}s per swap")
+    print(f"mean overhead beyond a load of the same model: {mean:.2f}s per swap")
     emit({"loads": loads, "unloads": unloads, "swaps": swaps, "mean_overhead_s": mean, "wall_s": total}, args.json)
 
 
