@@ -262,7 +262,9 @@ class GpuWorker:
         if self.engine.loaded_model is not None:
             started = time.monotonic()
             previous = self.engine.loaded_model
-            self.engine.unload()
+            # A swap: the engine may let the old model's processes exit in the background
+            # while the next one loads (when memory allows); this is the part we wait for.
+            self.engine.unload(next=spec)
             log.info("model %s unloaded in %.2fs", previous, time.monotonic() - started)
         started = time.monotonic()
         self.spec = None

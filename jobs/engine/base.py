@@ -79,7 +79,7 @@ class Engine(Protocol):
     def loaded_model(self) -> str | None: ...
 
     def load(self, spec: ModelSpec) -> None:
-        """Reuse the loaded engine for the same spec; otherwise unload it fully, then load."""
+        """Reuse the loaded engine for the same spec; otherwise unload it (``unload(next=spec)``), then load."""
 
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
         """Consume ``requests`` lazily, keeping a bounded window in flight, and
@@ -96,5 +96,8 @@ class Engine(Protocol):
         safe from another thread. ``run`` raises EngineDeadError promptly, and
         ``unload`` tears the engine down without waiting on it."""
 
-    def unload(self) -> None:
-        """Release the model and everything it holds (memory, processes)."""
+    def unload(self, next: ModelSpec | None = None) -> None:
+        """Release the model and everything it holds (memory, processes), and return when
+        that is done. With ``next``, the model to be loaded right after (a swap): return
+        as soon as ``next`` may start loading, which may be while the old model's
+        processes still exit, in the background, where memory allows both for a while."""

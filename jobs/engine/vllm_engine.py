@@ -41,7 +41,7 @@ import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
-from . import lifeline
+from . import lifeline, swap
 from . import options as engine_options
 from .base import EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
 from .serving import ABORTED, DEAD, LoadedServing, error_body, open_serving
@@ -77,6 +77,11 @@ class VllmEngine:
         self.prime_start = True  # see _start_primed
         self._base_env = {key: os.environ.get(key) for key in engine_options.ENV_OPTIONS.values()}
         self._tasks_prime: asyncio.Task[Any] | None = None
+        # Resident bytes of each model's engine processes as measured in this process
+        # (see swap.py), and the threads still reaping retired engines.
+        self.footprints: dict[str, int] = {}
+        self._reapers: list[threading.Thread] = []
+        self.last_overlap: tuple[bool, str] | None = None  # the last swap's decision, and why
 
     # ------------------------------------------------------------------ state
     @property
@@ -133,7 +138,7 @@ class VllmEngine:
                 logger.info("model %s already loaded; reusing the engine", spec.name)
                 return
             if self._serving is not None:
-                self.unload()
+                self.unload(next=spec)
             self._dead = None
             # Before vLLM starts any process: its processes must die with this one.
             lifeline.tie_children()
@@ -168,14 +173,34 @@ class VllmEngine:
                 raise ModelLoadError(_load_error_message(spec, exc)) from exc
             self._spec = spec
             self.last_load_seconds = time.monotonic() - started
-            logger.info("loaded model %s in %.1fs", spec.name, self.last_load_seconds)
+            self.footprints[spec.name] = swap.footprint(self._serving.engine_pids)
+            logger.info(
+                "loaded model %s in %.1fs (engine processes: %.2f GiB resident)",
+                spec.name,
+                self.last_load_seconds,
+                self.footprints[spec.name] / 2**30,
+            )
 
-    def unload(self) -> None:
+    def unload(self, next: ModelSpec | None = None) -> None:
+        """Shut the engine down. With ``next`` (a swap), return as soon as the next model may
+        load: at once, with the old engine's processes exiting in the background, when the
+        memory allows both for a while (swap.py); after they exited otherwise."""
         with self._lock:
             serving, spec = self._serving, self._spec
+            if serving is not None and spec is not None and next is not None and self._dead is None:
+                gpu = engine_options.has_gpu()
+                self.footprints[spec.name] = max(self.footprints.get(spec.name, 0), swap.footprint(serving.engine_pids))
+                expected = swap.expected_footprint(next.name, self.footprints)
+                overlap, why = self.last_overlap = swap.may_overlap(gpu, expected, swap.available_memory())
+                logger.info("swap %s -> %s: %s (%s)", spec.name, next.name, "overlapped" if overlap else "in turn", why)
+                if overlap:
+                    self._retire_in_background(serving, spec)
+                    return
             self._serving = self._spec = None
             if serving is None:
                 self._stop_loop()
+                if next is None:
+                    self.wait_retired()
                 return
             started = time.monotonic()
             if self._dead is not None:
@@ -194,6 +219,43 @@ class VllmEngine:
             _trim_malloc()
             self.last_unload_seconds = time.monotonic() - started
             logger.info("unloaded model %s in %.1fs", spec.name if spec else "?", self.last_unload_seconds)
+            if next is None:
+                self.wait_retired()
+
+    def _retire_in_background(self, serving: LoadedServing, spec: ModelSpec) -> None:
+        """Detach the engine (its loop and thread too: the next load gets new ones) and
+        shut it down on a thread of its own."""
+        loop, thread = self._loop, self._thread
+        self._serving = self._spec = None
+        self._loop = self._thread = None
+        self.last_unload_seconds = 0.0
+
+        def retire() -> None:
+            started = time.monotonic()
+            try:
+                if loop is not None:
+                    asyncio.run_coroutine_threadsafe(serving.aclose(), loop).result(300)
+            except Exception:
+                logger.exception("error while shutting down the engine for %s", spec.name)
+            serving.reap_processes()
+            if loop is not None and thread is not None:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=30)
+                if not thread.is_alive():
+                    loop.close()
+            gc.collect()
+            _trim_malloc()
+            logger.info("engine of %s exited in %.1fs, in the background", spec.name, time.monotonic() - started)
+
+        reaper = threading.Thread(target=retire, name=f"vllm-retire-{spec.name}", daemon=True)
+        self._reapers = [t for t in self._reapers if t.is_alive()] + [reaper]
+        reaper.start()
+
+    def wait_retired(self, timeout: float = 300) -> None:
+        """Until every engine retired in the background has exited."""
+        for reaper in list(self._reapers):
+            reaper.join(timeout)
+        self._reapers = [t for t in self._reapers if t.is_alive()]
 
     # --------------------------------------------------------------------- run
     def abort(self, tags: Collection[Any] | None = None) -> None:
