@@ -9,6 +9,7 @@ one that refuses to start.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -82,11 +83,22 @@ class Reader:
     def number(self, name: str, default: float, minimum: float = 0.0) -> float:
         def parse(v: str) -> float:
             number = float(v)
+            # float() reads "nan" and "inf": neither is a usable time or size.
+            if not math.isfinite(number):
+                raise ValueError("must be a finite number")
             if number < minimum:
                 raise ValueError(f"must be >= {minimum}")
             return number
 
         return self._parse(name, default, parse, "a number")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        def parse(v: str) -> str:
+            if v not in choices:
+                raise ValueError(f"use one of {', '.join(choices)}")
+            return v
+
+        return self._parse(name, default, parse, "one of " + ", ".join(choices))
 
     def items(self, name: str, default: list[str]) -> list[str]:
         def parse(v: str) -> list[str]:
@@ -296,6 +308,31 @@ def read_https_settings(reader: Reader) -> HttpsSettings:
 # Django's own bar for a secret (security.W009 of `check --deploy`).
 SECRET_KEY_MIN_LENGTH = 50
 SECRET_KEY_MIN_UNIQUE = 5
+
+
+# The scheduling policies jobs/services/scheduling/policy.py implements (a test
+# keeps the two lists equal; settings cannot import the app).
+SCHEDULER_POLICIES = ("fifo", "affinity")
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    policy: str
+    affinity_max_wait_seconds: float
+    # A file whose content ("fifo" or "affinity"), when present, overrides
+    # ``policy`` at each claim: switches the policy of running workers.
+    policy_file: str
+    # How long a computed queue plan (positions and ETAs) is reused.
+    plan_seconds: float
+
+
+def read_scheduler_settings(reader: Reader) -> SchedulerSettings:
+    return SchedulerSettings(
+        policy=reader.choice("BATCHSITE_SCHEDULER", "fifo", SCHEDULER_POLICIES),
+        affinity_max_wait_seconds=reader.number("BATCHSITE_AFFINITY_MAX_WAIT_SECONDS", 1800.0, minimum=0.0),
+        policy_file=reader.text("BATCHSITE_SCHEDULER_FILE", ""),
+        plan_seconds=reader.number("BATCHSITE_QUEUE_PLAN_SECONDS", 5.0, minimum=0.0),
+    )
 
 
 def secret_key(reader: Reader, data_dir: Path) -> str:

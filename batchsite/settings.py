@@ -10,6 +10,7 @@ from batchsite.env import (
     Reader,
     read_https_settings,
     read_limits,
+    read_scheduler_settings,
     read_webhook_settings,
     read_worker_settings,
     secret_key,
@@ -49,6 +50,7 @@ BATCHSITE_WEBHOOKS = read_webhook_settings(env)
 # Batch input files expire this long after upload unless the upload says otherwise
 # (OpenAI's default: 30 days); 0 keeps them until deleted.
 BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS = env.integer("BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS", 30 * 86400, minimum=0)
+BATCHSITE_SCHEDULER = read_scheduler_settings(env)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -119,6 +121,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # its PRAGMAs) cost more than the request itself under polling load.
 DATABASES["default"]["CONN_MAX_AGE"] = env.integer("BATCHSITE_CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# The queue plan (positions and ETAs, jobs/services/scheduling/plan.py) is
+# cached per process: computing it is a few small queries, cheaper than a round
+# trip to a shared cache, and needs nothing set up. Point "queue_plan" at a
+# shared backend to compute it once per interval for the whole fleet.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "queue_plan": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "queue-plan"},
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

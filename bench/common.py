@@ -120,6 +120,22 @@ def peak_rss_children_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
+def fresh_database_url(tag: str) -> str | None:
+    """A new, empty PostgreSQL database when DATABASE_URL points at PostgreSQL (so runs never
+    see each other's rows); None on SQLite, where each Stack has its own file."""
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url or not database_url.startswith("postgres"):
+        return None
+    import psycopg
+
+    base, _, _ = database_url.rpartition("/")
+    name = f"bench_{tag}_{os.getpid()}"
+    with psycopg.connect(base + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{base}/{name}"
+
+
 class Stack:
     """A private batchsite: its own data dir and database, started like bin/start does."""
 

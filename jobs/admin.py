@@ -15,6 +15,7 @@ from jobs.models import (
     Chunk,
     File,
     ModelLoadFailure,
+    ModelMeasure,
     RegisteredModel,
     WebhookAttempt,
     WebhookDelivery,
@@ -106,14 +107,22 @@ class FileAdmin(admin.ModelAdmin):
 
 @admin.register(RegisteredModel)
 class RegisteredModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "source", "endpoints", "enabled", "created_at"]
+    list_display = [
+        "name",
+        "source",
+        "endpoints",
+        "enabled",
+        "expected_requests_per_second",
+        "expected_load_seconds",
+        "created_at",
+    ]
     list_filter = ["enabled"]
     search_fields = ["name", "source"]
 
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ["id", "host", "pid", "device", "state", "loaded_model", "heartbeat_at", "started_at"]
+    list_display = ["id", "host", "pid", "device", "state", "loaded_model", "scheduler", "heartbeat_at", "started_at"]
     list_filter = ["state", "host"]
     search_fields = ["id", "host"]
 
@@ -126,6 +135,31 @@ class ModelLoadFailureAdmin(admin.ModelAdmin):
     list_filter = ["model"]
     search_fields = ["model", "worker__id", "message"]
     raw_id_fields = ["worker"]
+
+
+MEASURE_FIELDS = (
+    "model",
+    "host",
+    "device",
+    "requests_per_second",
+    "output_tokens_per_second",
+    "load_seconds",
+    "chunks",
+    "loads",
+    "updated_at",
+)
+
+
+@admin.register(ModelMeasure)
+class ModelMeasureAdmin(admin.ModelAdmin):
+    """What the workers measured (the queue plan's rates); deleting a row makes the plan fall back to priors."""
+
+    list_display = MEASURE_FIELDS
+    list_filter = ["model", "host"]
+    readonly_fields = MEASURE_FIELDS
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(ApiKey)

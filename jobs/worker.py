@@ -32,7 +32,7 @@ from jobs.engine.devices import device_stats
 from jobs.housekeeper import Housekeeper
 from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id
-from jobs.services import loads, parts, queue, results
+from jobs.services import loads, parts, queue, results, scheduling
 from jobs.worker_feed import ChunkRun, Feeder
 
 log = logging.getLogger("batchsite.worker")
@@ -72,6 +72,7 @@ class GpuWorker:
         self._abort_timer: threading.Timer | None = None
         self.spec: ModelSpec | None = None
         self.feeder: Feeder | None = None
+        self.meter = scheduling.Meter(device)  # swaps, and the rates and load times the queue plan uses
         # Set while in-flight requests are being aborted: vLLM's serving layer
         # answers a cancelled request with an error body ("Client disconnected"),
         # which must not be written as that line's result.
@@ -109,7 +110,13 @@ class GpuWorker:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         queue.register_worker(self.id, self.device, os.getpid())
-        log.info("worker %s started (pid %d, device %s)", self.id, os.getpid(), self.device or "-")
+        log.info(
+            "worker %s started (pid %d, device %s, scheduler=%s)",
+            self.id,
+            os.getpid(),
+            self.device or "-",
+            scheduling.current_policy(),
+        )
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         # Webhooks (and the other periodic jobs) go out from every worker.
@@ -144,7 +151,9 @@ class GpuWorker:
             # A send cut short here is sent again by another process once its lease ends.
             keeper.stop(timeout=5)
             queue.stop_worker(self.id)
-            log.info("worker %s stopped", self.id)
+            log.info(
+                "worker %s stopped (swaps=%d scheduler=%s)", self.id, self.meter.swaps, scheduling.current_policy()
+            )
         return 0
 
     def _heartbeat_loop(self) -> None:
@@ -170,7 +179,8 @@ class GpuWorker:
     def beat(self) -> None:
         loaded = self.engine.loaded_model or ""
         stats = device_stats(self.device)
-        if not queue.heartbeat(self.id, state=self.state, loaded_model=loaded, stats=stats):
+        policy = scheduling.current_policy()
+        if not queue.heartbeat(self.id, state=self.state, loaded_model=loaded, stats=stats, scheduler=policy):
             # The row is gone (an operator deleted it in the admin, or a test
             # emptied the tables): a live worker must stay visible, and its
             # claims reference the row, so it registers again.
@@ -237,6 +247,7 @@ class GpuWorker:
         try:
             self.pump(feeder, spec)
             self.settle(feeder)
+            self.meter.flush()  # the engine is idle: record its last measurement now
         except DATABASE_ERRORS:
             raise  # the loop waits for the database; release_orphans hands the chunks back
         except Exception as exc:
@@ -259,6 +270,7 @@ class GpuWorker:
         if self.engine.loaded_model == spec.name and self.spec == spec:
             return
         self.state = WorkerState.LOADING
+        began = time.monotonic()
         if self.engine.loaded_model is not None:
             started = time.monotonic()
             previous = self.engine.loaded_model
@@ -271,7 +283,15 @@ class GpuWorker:
         self.engine.load(spec)
         self.spec = spec
         loads.record_success(self.id, spec.name)
-        log.info("model %s ready in %.2fs", spec.name, time.monotonic() - started)
+        ready = time.monotonic()
+        self.meter.loaded(spec.name, ready - began)
+        log.info(
+            "model %s ready in %.2fs (swaps=%d scheduler=%s)",
+            spec.name,
+            ready - started,
+            self.meter.swaps,
+            scheduling.current_policy(),
+        )
 
     def load_failed(self, chunk: Chunk, spec: ModelSpec, message: str) -> None:
         """Hand the chunk back untouched and back off from the model; fail its batch
@@ -349,6 +369,7 @@ class GpuWorker:
             run.add_aborted()
         else:
             run.add(seq, result)
+            self.meter.result(run.chunk.batch.model, (result.usage or {}).get("completion_tokens", 0), run.started)
         if run.settled:
             self.close_run(run)
 
@@ -381,6 +402,7 @@ class GpuWorker:
                 parts.discard(chunk.batch_id, chunk.index, chunk.fence)
             return
         queue.refresh_batch_counts(chunk.batch_id)
+        self.meter.cut()
         elapsed = max(time.monotonic() - run.started, 1e-9)
         log.info(
             "chunk %s %s: %d ok, %d failed, %d aborted, %.1f req/s",

@@ -36,6 +36,16 @@ def isolated_storage(settings: Any, tmp_path: Path) -> None:
     }
 
 
+@pytest.fixture(autouse=True)
+def fresh_plan() -> Iterator[None]:
+    """No queue plan (positions, ETAs) cached by an earlier test: it is cached per process."""
+    from django.core.cache import caches
+
+    caches["queue_plan"].clear()
+    yield
+    caches["queue_plan"].clear()
+
+
 @pytest.fixture
 def user(db: Any) -> Any:
     return get_user_model().objects.create_user(username="alice", password="pw-alice-123")

@@ -14,12 +14,13 @@ so the loaded engine is reused rather than reloaded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,8 @@ class LiveStack:
             "DATABASE_URL": database_url(),
             "BATCHSITE_DATA_DIR": str(server.data_dir),
             "DJANGO_SETTINGS_MODULE": "batchsite.settings",
+            # Read at each claim: a test switches the policy with use_scheduler().
+            "BATCHSITE_SCHEDULER_FILE": str(server.data_dir / "scheduler"),
         }
         with log_path.open("ab") as log:
             worker = subprocess.Popen(
@@ -114,6 +117,25 @@ class LiveStack:
                 "OPTIONS": {"location": str(settings.FILES_DIR)},
             },
         }
+
+    @contextlib.contextmanager
+    def use_scheduler(self, policy: str) -> Iterator[None]:
+        """Run the live worker under ``policy`` for a block (through its BATCHSITE_SCHEDULER_FILE),
+        then under the default again. Waits until the worker publishes it, so the
+        server's queue plan simulates it too."""
+        from jobs.models import Worker
+
+        knob = self.data_dir / "scheduler"
+        knob.write_text(policy)
+        try:
+            wait_until(
+                lambda: Worker.objects.filter(pk="live-worker", scheduler=policy).exists(),
+                30,
+                f"the live worker to claim by {policy}",
+            )
+            yield
+        finally:
+            knob.unlink(missing_ok=True)
 
     def sdk(self, api_key: str) -> Any:
         import openai

@@ -67,8 +67,8 @@ class BatchListApi(APIView):
             True,
             "batch",
         )
-        positions = scheduling.queue_positions()
-        return Response(list_body([batch_object(batch, positions) for batch in rows], has_more))
+        plan = scheduling.queue_plan()
+        return Response(list_body([batch_object(batch, plan) for batch in rows], has_more))
 
     @extend_schema(
         operation_id="createBatch",

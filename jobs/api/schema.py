@@ -284,7 +284,9 @@ class BatchObject(serializers.Serializer):
     model = serializers.CharField(help_text="The model every line runs on.")
     usage = BatchUsage(allow_null=True, help_text="Tokens of the lines that ran, once the batch has ended.")
     queue_position = ext(
-        serializers.IntegerField, allow_null=True, help_text="0: running or next; null once it has ended."
+        serializers.IntegerField,
+        allow_null=True,
+        help_text="1: next to start, 2, 3, ...; 0: started; null once it has ended or while no worker is up.",
     )
     progress_percent = ext(serializers.FloatField, help_text="Lines done (completed or failed) of the total.")
     estimated_completion_time = ext(

@@ -10,7 +10,8 @@ body so tests can provoke faults:
                      or marked dead); "once": only the first time in this process
 and by the environment and the model's source:
   SIM_WINDOW:        requests in flight at once (default 1: one after another)
-  SIM_LOAD_SECONDS:  seconds a load takes
+  SIM_LOAD_SECONDS:  seconds a load takes (the model's engine option sim_load_seconds wins,
+                     so two models can load at different speeds, as real ones do)
   SIM_UNLOADABLE:    comma-separated model names this process fails to load (out of memory)
   SIM_ABORT_LOG:     a file to append the custom_id of every aborted request to
   source "missing:...": the load fails, with the same message every time
@@ -73,7 +74,7 @@ class SimulatedEngine:
             if tries <= failures:
                 raise ModelLoadError(f"could not load model {spec.name!r}: transient failure {tries} of {failures}")
         if self._model != spec.name:
-            time.sleep(float(os.environ.get("SIM_LOAD_SECONDS", "0")))
+            time.sleep(float(spec.engine_options.get("sim_load_seconds", os.environ.get("SIM_LOAD_SECONDS", "0"))))
             self._model = spec.name
             self.loads += 1
 

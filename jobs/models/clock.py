@@ -9,12 +9,26 @@ the one clock every process shares.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from django.db import connection
 from django.db.models import DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
 
-__all__ = ["Now", "ago", "later"]
+__all__ = ["Now", "ago", "db_now", "later"]
+
+
+def db_now() -> datetime:
+    """The database's now as a value, for Python code that compares times itself
+    (the scheduler's waits and the queue plan), in one small query."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT NOW()")
+            value = cursor.fetchone()[0]
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        # SQLite keeps UTC text, as Django's Now() writes it there.
+        cursor.execute("SELECT STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')")
+        return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)
 
 
 def ago(seconds: float) -> ExpressionWrapper:

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import math
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 # The batch endpoints, keyed by OpenAI URL, and the kind of model that serves each.
@@ -11,6 +15,12 @@ ENDPOINT_KINDS = {
     "/v1/embeddings": "embeddings",
     "/v1/responses": "chat",
 }
+
+
+def validate_finite(value: float) -> None:
+    # The range validators let NaN through (every comparison with it is false).
+    if not math.isfinite(value):
+        raise ValidationError("Enter a finite number.", code="invalid")
 
 
 class RegisteredModelQuerySet(models.QuerySet["RegisteredModel"]):
@@ -26,6 +36,20 @@ class RegisteredModel(models.Model):
     endpoints = models.JSONField(default=list, help_text='Endpoint kinds: any of "chat", "completions", "embeddings"')
     engine_options = models.JSONField(default=dict, blank=True, help_text="Passed to vLLM (max_model_len, dtype, ...)")
     enabled = models.BooleanField(default=True)
+    # Priors for the queue's estimates until workers have measured the model
+    # (jobs/services/scheduling/estimates.py); measurements replace them.
+    expected_requests_per_second = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[validate_finite, MinValueValidator(1e-6), MaxValueValidator(1e7)],
+        help_text="Requests/s one worker is expected to run, used for ETAs until measured",
+    )
+    expected_load_seconds = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[validate_finite, MinValueValidator(0), MaxValueValidator(86400)],
+        help_text="Seconds a worker is expected to take to load it, used for ETAs until measured",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = RegisteredModelQuerySet.as_manager()

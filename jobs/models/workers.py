@@ -28,6 +28,9 @@ class Worker(models.Model):
     device = models.CharField(max_length=255, blank=True)
     loaded_model = models.CharField(max_length=200, blank=True)
     state = models.CharField(max_length=20, choices=WorkerState.choices, default=WorkerState.IDLE)
+    # The scheduling policy it claims by, so the queue plan simulates each
+    # worker as it really behaves (BATCHSITE_SCHEDULER, or the policy file).
+    scheduler = models.CharField(max_length=32, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     heartbeat_at = models.DateTimeField()
     stopped_at = models.DateTimeField(null=True, blank=True)

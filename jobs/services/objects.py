@@ -44,14 +44,13 @@ def webhook_status(batch: Batch) -> str | None:
         return DeliveryStatus.PENDING.value
 
 
-def batch_object(batch: Batch, positions: dict[str, int] | None = None) -> dict[str, Any]:
+def batch_object(batch: Batch, plan: scheduling.QueuePlan | None = None) -> dict[str, Any]:
     """Every field of OpenAI's Batch object, then batchsite's additive queue fields.
 
-    ``positions`` (from ``scheduling.queue_positions``) lets a list share one
-    queue query; without it the queue is read for this batch alone.
+    ``plan`` (from ``scheduling.queue_plan``) lets a list share one plan;
+    without it the cached plan is used (fresh for a batch newer than it).
     """
-    if positions is None:
-        positions = scheduling.queue_positions()
+    entry = scheduling.plan_for(batch, plan)
     body: dict[str, Any] = {
         "id": batch.id,
         "object": "batch",
@@ -71,9 +70,9 @@ def batch_object(batch: Batch, positions: dict[str, int] | None = None) -> dict[
             "model": batch.model,
             "usage": batch.usage,
             # batchsite's extensions, additive so OpenAI's clients ignore them.
-            "queue_position": positions.get(batch.id),
+            "queue_position": entry.position if entry is not None else None,
             "progress_percent": batch.progress_percent,
-            "estimated_completion_time": unix(scheduling.estimated_completion(batch)),
+            "estimated_completion_time": unix(entry.finishes_at) if entry is not None else None,
             "started_at": unix(batch.started_at),
             "webhook_url": batch.webhook_url or None,
             "webhook_status": webhook_status(batch),

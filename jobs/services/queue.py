@@ -28,8 +28,8 @@ from django.db.models import Exists, F, IntegerField, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, Worker, WorkerState
-from jobs.models.clock import Now, ago
-from jobs.services import loads, parts
+from jobs.models.clock import Now, ago, db_now
+from jobs.services import loads, parts, scheduling
 from jobs.services.parts import Part
 
 log = logging.getLogger("batchsite.worker")
@@ -68,10 +68,14 @@ def silent_worker(cutoff: Any) -> Q:
 
 
 def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
-    """Claim the oldest pending chunk (oldest batch, then chunk index) in one short transaction.
+    """Claim the chunk the scheduling policy picks for this worker, in one short transaction.
 
-    With ``model``, only if that oldest chunk is for ``model``: a worker
-    keeping its engine fed does not jump the queue to avoid a swap (FIFO).
+    The policy (jobs/services/scheduling/policy.py) names a model, or the
+    queue's head whatever its model; the claim then takes that model's oldest
+    pending chunk (oldest batch, then chunk index), so each model's batches
+    run in FIFO order. ``model``: the worker keeping its engine fed with the
+    model it has loaded wants a chunk for that model only, and only if the
+    policy would give it one (under fifo: if the queue's head is for it).
     Models this worker failed to load lately are skipped (jobs.services.loads),
     and so are batches that are failing.
 
@@ -82,12 +86,17 @@ def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
     count decides, so a lost race is a miss, never a double claim.
     """
     with transaction.atomic():
+        policy, pick = scheduling.choose(worker_id, db_now(), loaded=model)
+        if pick is None or (model is not None and pick.model not in (None, model)):
+            return None
         candidates = (
             Chunk.objects.pending()
             .filter(batch__status=BatchStatus.IN_PROGRESS, batch__expires_at__gt=Now(), batch__errors__isnull=True)
             .exclude(batch__model__in=loads.backing_off(worker_id))
-            .in_queue_order()
         )
+        if pick.model is not None:
+            candidates = candidates.filter(batch__model=pick.model)
+        candidates = candidates.in_queue_order()
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True, of=("self",))
         chunk = candidates.select_related("batch").first()
@@ -107,13 +116,15 @@ def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
     Batch.objects.filter(pk=chunk.batch_id, started_at__isnull=True).update(started_at=Now())
     chunk = Chunk.objects.select_related("batch").get(pk=chunk.pk)
     log.info(
-        "claimed %s (lines %d-%d, attempt %d, fence %d) model=%s",
+        "claimed %s (lines %d-%d, attempt %d, fence %d) model=%s scheduler=%s (%s)",
         chunk,
         chunk.first_line,
         chunk.first_line + chunk.request_count - 1,
         chunk.attempts,
         chunk.fence,
         chunk.batch.model,
+        policy,
+        pick.reason,
     )
     return chunk
 

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from jobs.services import overview
+from jobs.services import overview, scheduling
 from jobs.web.charts import throughput_chart
 from jobs.web.decorators import login_required_live
 
@@ -25,8 +25,12 @@ def _hours(request: HttpRequest) -> int:
 def dashboard_context(request: HttpRequest) -> dict[str, Any]:
     now = timezone.now()
     hours = _hours(request)
+    plan = scheduling.queue_plan()
     return {
         "queue": overview.queue_view(request.user, now),
+        # The scheduler's view: the policy in force and the model loads it expects (per worker).
+        "plan": plan,
+        "next_loads": {w.id: w.loads for w in plan.workers},
         "workers": overview.worker_rows(request.user, now),
         "chart": throughput_chart(overview.throughput(hours, now)),
         "hours": hours,

@@ -40,7 +40,7 @@ def test_an_unexpected_exception_is_a_json_500(client, monkeypatch):
     def boom():
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(scheduling, "queue_positions", boom)
+    monkeypatch.setattr(scheduling, "queue_plan", boom)
     api = Client(raise_request_exception=False, HTTP_AUTHORIZATION=client._credentials["HTTP_AUTHORIZATION"])
     error = assert_openai_error(api.get("/v1/batches"), 500)
     assert error["type"] == "server_error" and "secret" not in error["message"]

@@ -45,7 +45,7 @@ def test_files_and_batches_round_trip_through_the_sdk(sdk, tmp_path):
     again = sdk.batches.retrieve(batch.id)
     assert again.id == batch.id and again.expires_at == batch.expires_at
     # The queue fields come through the SDK as extra attributes.
-    assert again.model_extra is not None and again.model_extra["queue_position"] == 0
+    assert again.model_extra is not None and again.model_extra["queue_position"] == 1
 
     cancelled = sdk.batches.cancel(batch.id)
     assert cancelled.status == "cancelled" and cancelled.cancelled_at is not None

@@ -52,6 +52,19 @@ def test_claim_scaling(tmp_path):
     assert [row["workers"] for row in result["rows"]] == [1, 2]
 
 
+def test_seed_scenario(tmp_path):
+    # SIMULATED engine; a tiny timeline (x0.02): loads of 0.7 and 0.56 s, 40 requests a batch.
+    args = ("--scale", "0.02", "--requests", "40", "--chunk", "10", "--poll", "0.1")
+    result = run("seed_scenario", *args, tmp_path=tmp_path)
+    fifo, affinity = result["results"]["fifo"], result["results"]["affinity"]
+    assert (fifo["swaps"], affinity["swaps"]) == (7, 1)
+    assert (fifo["expected_swaps"], affinity["expected_swaps"]) == (7, 1)
+    assert fifo["logged_policy"] == "fifo" and affinity["logged_policy"] == "affinity"
+    assert [len(r["rows"]) for r in (fifo, affinity)] == [8, 8]
+    assert all(row["eta_err_submit"] is not None for row in fifo["rows"] + affinity["rows"])
+    assert set(result["checks"]) >= {"affinity total <= fifo total - saved loads", "swaps: fifo 7, affinity 1"}
+
+
 @pytest.mark.engine
 def test_e2e_throughput_on_the_tiny_model(tmp_path):
     result = run("e2e_throughput", "--model", "tiny", "--n", "8", tmp_path=tmp_path, VLLM_ENABLE_V1_MULTIPROCESSING="0")

@@ -9,8 +9,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, File, Worker, WorkerState
-from jobs.services import overview
+from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, File, ModelMeasure, Worker, WorkerState
+from jobs.services import overview, scheduling
 
 pytestmark = pytest.mark.django_db
 
@@ -47,11 +47,17 @@ def test_other_users_batches_carry_no_batch_only_position_model_size_and_eta(peo
     now = timezone.now()
     running = batch(ann, "chat-model", 100, started_at=now - timedelta(seconds=50), completed=40, failed=10)
     queued = batch(ben, "embed-model", 7)
+    # A live worker with measured rates, so the queue plan promises times.
+    Worker.objects.create(id="w1", host="h", pid=1, device="cpu", heartbeat_at=now, loaded_model="chat-model")
+    for model in ("chat-model", "embed-model"):
+        ModelMeasure.objects.create(
+            model=model, host="h", device="cpu", requests_per_second=1.0, load_seconds=5, chunks=1, loads=1
+        )
     view = overview.queue_view(ben, now)
     (theirs,) = view.running
     assert theirs.batch is None and theirs.anonymous
     assert (theirs.model, theirs.total, theirs.position, theirs.done, theirs.rate) == ("chat-model", 100, 0, 0, None)
-    assert theirs.eta is not None and theirs.eta > now  # 50 of 100 in 50 s
+    assert theirs.eta is not None and theirs.eta > now and theirs.eta == scheduling.estimated_completion(running)
     (mine,) = view.queued
     assert mine.batch == queued and mine.position == 1
     own = overview.queue_view(ann, now).running[0]

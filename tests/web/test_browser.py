@@ -150,7 +150,7 @@ def test_a_second_user_cannot_open_the_first_users_batch_and_sees_the_queue_anon
     bob.goto("/dashboard")
     row = bob.locator("#queue tbody tr").first
     cells = [c.strip() for c in row.locator("td").all_inner_texts()]
-    assert cells[:4] == ["0", "Another user's batch", CHAT_MODEL, "7"]
+    assert cells[:4] == ["1", "Another user's batch", CHAT_MODEL, "7"]
     html = bob.content()
     assert batch_id not in html and "alice" not in html
     # Alice sees the same row as hers, with its link.

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs.models import Batch, Chunk, ChunkStatus, Worker, WorkerState
+from jobs.models import Batch, Chunk, ChunkStatus, ModelMeasure, Worker, WorkerState
 from tests.conftest import CHAT_MODEL, chat_line, jsonl
 from tests.web.conftest import submit
 
@@ -29,8 +29,8 @@ def test_other_users_batches_appear_only_as_position_model_size_and_eta(web, bob
     queue = page[page.index('id="queue"') : page.index('id="workers"')]
     rows = re.findall(r"<tr.*?</tr>", queue, re.S)[1:]
     assert len(rows) == 2
-    assert "Another user's batch" in rows[0] and CHAT_MODEL in rows[0] and ">6<" in rows[0] and ">0<" in rows[0]
-    assert bobs.id in rows[1] and ">1<" in rows[1]
+    assert "Another user's batch" in rows[0] and CHAT_MODEL in rows[0] and ">6<" in rows[0] and ">1<" in rows[0]
+    assert bobs.id in rows[1] and ">2<" in rows[1]
     # Nothing that identifies alice's batch reaches bob's browser.
     for secret in (alices.id, alices.input_file_id, "bluebird", "codename", "alice"):
         assert secret not in page, secret
@@ -40,6 +40,11 @@ def test_a_running_batch_shows_progress_rate_and_eta_to_its_owner_only(web, bob_
     alices, _ = queue_two(web, bob_web)
     now = timezone.now()
     Batch.objects.filter(pk=alices.pk).update(started_at=now - timedelta(seconds=30), completed=3)
+    # A live worker with a measured rate, so the queue plan gives the running batch an ETA.
+    Worker.objects.create(id="w1", host="h", pid=1, device="cpu", heartbeat_at=now, loaded_model=CHAT_MODEL)
+    ModelMeasure.objects.create(
+        model=CHAT_MODEL, host="h", device="cpu", requests_per_second=1.0, load_seconds=5, chunks=1, loads=1
+    )
     page = web.get("/dashboard").content.decode()
     running = page[page.index('id="running"') : page.index('id="queue"')]
     assert alices.id in running and "3 / 6" in running and "50.0%" in running and "/s" in running
@@ -131,3 +136,20 @@ def test_the_live_part_is_a_fragment_that_polls_itself(web, db):
     assert 'hx-get="/dashboard/live?hours=6"' in fragment and 'hx-trigger="every 3s"' in fragment
     page = web.get("/dashboard").content.decode()
     assert 'hx-trigger="every 3s"' in page and "/static/web/vendor/htmx-2.0.11.min.js" in page
+
+
+def test_the_scheduler_policy_and_expected_swaps_are_shown(web, models, settings):
+    import dataclasses
+
+    from jobs.engine import demo
+
+    settings.BATCHSITE_SCHEDULER = dataclasses.replace(settings.BATCHSITE_SCHEDULER, policy="affinity")
+    now = timezone.now()
+    # A live worker holding the embeddings model, a chat batch waiting: it will have to load chat.
+    Worker.objects.create(id="w1", host="h", pid=1, device="cpu", heartbeat_at=now, loaded_model=demo.MINILM_NAME)
+    submit(web, jsonl([chat_line(i) for i in range(3)]))
+    page = web.get("/dashboard").content.decode()
+    scheduler = page[page.index('id="scheduler"') :]
+    assert "<strong>affinity</strong>" in scheduler[:200] and 'id="expected-swaps">1<' in scheduler[:300]
+    row = re.search(r'<tr data-worker="w1">.*?</tr>', page, re.S).group(0)
+    assert CHAT_MODEL in row.split('data-label="Loads next"')[1]

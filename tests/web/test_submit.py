@@ -67,7 +67,7 @@ def test_submitting_creates_the_batch_through_the_apis_service_and_lands_on_its_
     # The same batch the SDK sees, input file included.
     body = client.get(f"/v1/batches/{batch.id}").json()
     assert body["model"] == CHAT_MODEL and body["endpoint"] == "/v1/chat/completions"
-    assert body["queue_position"] == 0 and body["metadata"] == {"project": "demo", "run": " 7 "}
+    assert body["queue_position"] == 1 and body["metadata"] == {"project": "demo", "run": " 7 "}
     assert client.get(f"/v1/files/{batch.input_file_id}").json()["filename"] == "requests.jsonl"
     page = web.get(response["Location"]).content.decode()
     assert batch.id in page and HOOK in page and "demo" in page

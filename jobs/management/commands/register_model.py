@@ -1,7 +1,8 @@
 """Register (or update) a model workers may load.
 
     python manage.py register_model NAME --source PATH_OR_HUB_ID \\
-        --endpoints chat,completions --option max_model_len=4096 --option dtype=float32 [--disable]
+        --endpoints chat,completions --option max_model_len=4096 --option dtype=float32 [--disable] \\
+        [--expected-rps 40] [--expected-load-seconds 35]
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobs.models import ENDPOINT_KINDS, RegisteredModel
@@ -37,6 +39,26 @@ def parse_endpoints(text: str) -> list[str]:
     return list(dict.fromkeys(kinds))
 
 
+PRIORS = {"expected_rps": "expected_requests_per_second", "expected_load_seconds": "expected_load_seconds"}
+
+
+def parse_prior(option: str, field: str, text: str) -> float | None:
+    """A number for a RegisteredModel prior, checked by the field's own validators; ``none`` clears it."""
+    if text.strip().lower() == "none":
+        return None
+    flag = "--" + option.replace("_", "-")
+    try:
+        value = float(text)
+    except ValueError:
+        raise CommandError(f"{flag} {text!r}: expected a number, or none to clear it") from None
+    try:
+        for validate in RegisteredModel._meta.get_field(field).validators:  # type: ignore[union-attr]
+            validate(value)
+    except ValidationError as exc:
+        raise CommandError(f"{flag} {text!r}: {' '.join(exc.messages)}") from None
+    return value
+
+
 class Command(BaseCommand):
     help = "Register or update a model (API name, source, endpoint kinds, vLLM engine options)."
 
@@ -56,6 +78,16 @@ class Command(BaseCommand):
         )
         parser.add_argument("--disable", action="store_true", help="Register it disabled")
         parser.add_argument("--no-check", action="store_true", help="Do not check option names against vLLM")
+        parser.add_argument(
+            "--expected-rps",
+            metavar="REQUESTS_PER_SECOND",
+            help="Prior for queue ETAs until workers have measured the model (none clears it)",
+        )
+        parser.add_argument(
+            "--expected-load-seconds",
+            metavar="SECONDS",
+            help="Prior load time for queue ETAs until measured (none clears it)",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         name = opts["name"].strip()
@@ -68,6 +100,11 @@ class Command(BaseCommand):
         if not opts["no_check"]:
             self._check(options)
         source = opts["source"] or (existing.source if existing else name)
+        priors = {
+            field: parse_prior(option, field, opts[option])
+            for option, field in PRIORS.items()
+            if opts[option] is not None
+        }
         model, created = RegisteredModel.objects.update_or_create(
             name=name,
             defaults={
@@ -75,6 +112,7 @@ class Command(BaseCommand):
                 "endpoints": parse_endpoints(opts["endpoints"]),
                 "engine_options": options,
                 "enabled": not opts["disable"],
+                **priors,
             },
         )
         verb = "Registered" if created else "Updated"
@@ -82,6 +120,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{verb} {model.name} ({state}): source={model.source} endpoints={','.join(model.endpoints)}"
             f" options={json.dumps(model.engine_options, sort_keys=True)}"
+            f" expected_rps={model.expected_requests_per_second} expected_load_seconds={model.expected_load_seconds}"
         )
 
     def _check(self, options: dict[str, Any]) -> None:
