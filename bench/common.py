@@ -81,7 +81,17 @@ def candidate_text(i: int, words: int = 220) -> str:
     return f"Candidate {i}: {body}."
 
 
-def seed_lines(n: int, model: str, max_tokens: int = 64) -> list[dict[str, Any]]:
+def seed_words(source: str, tokens: int = 300) -> int:
+    """How many words of candidate text make about ``tokens`` tokens for this model's tokenizer
+    (the tiny model's 512-token BPE needs about twice as many tokens per word as SmolLM2's)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    per_word = len(tokenizer(candidate_text(0, 200))["input_ids"]) / 200
+    return max(10, int(tokens / per_word))
+
+
+def seed_lines(n: int, model: str, max_tokens: int = 64, words: int = 220) -> list[dict[str, Any]]:
     """The seed's workload: a long prompt (a candidate to score), a short structured answer."""
     return [
         {
@@ -92,7 +102,7 @@ def seed_lines(n: int, model: str, max_tokens: int = 64) -> list[dict[str, Any]]
                 "model": model,
                 "messages": [
                     {"role": "system", "content": "Score the candidate for a backend role. Answer in JSON."},
-                    {"role": "user", "content": candidate_text(i)},
+                    {"role": "user", "content": candidate_text(i, words)},
                 ],
                 "max_tokens": max_tokens,
                 "temperature": 0,

@@ -46,6 +46,7 @@ from bench.common import (  # noqa: E402
     engine_env,
     model_spec,
     seed_lines,
+    seed_words,
     table,
     wait_status,
     write_jsonl,
@@ -232,7 +233,8 @@ def main() -> None:
     if args.model == "minilm":
         lines, endpoint = embedding_lines(args.n, spec.name), "/v1/embeddings"
     elif args.workload == "seed":
-        lines, endpoint = seed_lines(args.n, spec.name, args.max_tokens or 64), "/v1/chat/completions"
+        words = seed_words(spec.source)
+        lines, endpoint = seed_lines(args.n, spec.name, args.max_tokens or 64, words), "/v1/chat/completions"
     else:
         lines, endpoint = chat_lines(args.n, spec.name, args.max_tokens or 32), "/v1/chat/completions"
     requests = write_jsonl(work / "requests.jsonl", lines)

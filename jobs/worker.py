@@ -66,6 +66,8 @@ class GpuWorker:
         self.poll = conf.poll_seconds
         self.progress_every = conf.progress_seconds
         self.stall_seconds = conf.engine_stall_seconds
+        if hasattr(engine, "overlap_swaps"):  # the vLLM engine's; see jobs/engine/swap.py
+            engine.overlap_swaps = conf.swap_overlap == "auto"
         self.state = WorkerState.IDLE
         self.stopping = threading.Event()
         self._beat_stop = threading.Event()

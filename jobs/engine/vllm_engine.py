@@ -82,6 +82,7 @@ class VllmEngine:
         self.footprints: dict[str, int] = {}
         self._reapers: list[threading.Thread] = []
         self.last_overlap: tuple[bool, str] | None = None  # the last swap's decision, and why
+        self.overlap_swaps = True  # False: a swap always waits for the old engine (BATCHSITE_SWAP_OVERLAP=off)
 
     # ------------------------------------------------------------------ state
     @property
@@ -191,7 +192,10 @@ class VllmEngine:
                 gpu = engine_options.has_gpu()
                 self.footprints[spec.name] = max(self.footprints.get(spec.name, 0), swap.footprint(serving.engine_pids))
                 expected = swap.expected_footprint(next.name, self.footprints)
-                overlap, why = self.last_overlap = swap.may_overlap(gpu, expected, swap.available_memory())
+                if self.overlap_swaps:
+                    overlap, why = self.last_overlap = swap.may_overlap(gpu, expected, swap.available_memory())
+                else:
+                    overlap, why = self.last_overlap = False, "BATCHSITE_SWAP_OVERLAP=off"
                 logger.info("swap %s -> %s: %s (%s)", spec.name, next.name, "overlapped" if overlap else "in turn", why)
                 if overlap:
                     self._retire_in_background(serving, spec)

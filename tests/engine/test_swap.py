@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
+import pytest
+
+from batchsite.env import EnvError, Reader, read_worker_settings
 from jobs.engine import swap
+from jobs.engine.vllm_engine import VllmEngine
+from jobs.worker import GpuWorker
 
 GIB = 1 << 30
 
@@ -27,7 +35,14 @@ def test_gpu_never_overlaps_whatever_the_memory():
 
 
 def test_footprint_counts_live_processes_only():
-    import os
-
     assert swap.footprint([os.getpid()]) > 0
     assert swap.footprint([2**22 + 12345]) == 0  # no such process
+
+
+def test_the_overlap_setting_parses_strictly_and_reaches_the_engine(settings):
+    assert read_worker_settings(Reader({})).swap_overlap == "auto"
+    assert read_worker_settings(Reader({"BATCHSITE_SWAP_OVERLAP": "off"})).swap_overlap == "off"
+    with pytest.raises(EnvError, match="BATCHSITE_SWAP_OVERLAP"):
+        read_worker_settings(Reader({"BATCHSITE_SWAP_OVERLAP": "sometimes"}))
+    settings.BATCHSITE_WORKER = dataclasses.replace(settings.BATCHSITE_WORKER, swap_overlap="off")
+    assert GpuWorker(VllmEngine()).engine.overlap_swaps is False  # type: ignore[attr-defined]
