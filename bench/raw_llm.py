@@ -2,7 +2,8 @@
 
     python bench/raw_llm.py REQUESTS.jsonl MODEL_DIR SERVED_NAME 'ENGINE_ARGS_JSON' RESULT.json
 
-Writes one JSON object: seconds for the call, requests, output tokens. Chat lines
+Writes one JSON object: seconds for the call, requests, output tokens. The call
+is timed after a warm-up call on the first two requests. Chat lines
 may carry a ``response_format`` json_schema (the seed's workload): it becomes the
 same structured-output constraint the serving layer builds for it.
 Run by bench/e2e_throughput.py in its own process so its memory is freed after.
@@ -25,6 +26,7 @@ def main() -> None:
     body = lines[0]["body"]
     if lines[0]["url"] == "/v1/embeddings":
         inputs = [line["body"]["input"] for line in lines]
+        llm.embed(inputs[:2], use_tqdm=False)  # warm, as batchsite's worker is by a 2-line batch
         started = time.perf_counter()
         outputs = llm.embed(inputs, use_tqdm=False)
         seconds = time.perf_counter() - started
@@ -40,6 +42,9 @@ def main() -> None:
         max_tokens=body["max_tokens"], temperature=body["temperature"], structured_outputs=structured
     )
     messages = [line["body"]["messages"] for line in lines]
+    # Warm, as batchsite's worker is by a 2-line batch of the same requests (a json_schema
+    # is compiled to a grammar once, on its first use).
+    llm.chat(messages[:2], params, use_tqdm=False)
     started = time.perf_counter()
     outputs = llm.chat(messages, params, use_tqdm=False)
     seconds = time.perf_counter() - started
