@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -262,6 +263,83 @@ def read_webhook_settings(reader: Reader) -> WebhookSettings:
         retry_for=reader.parsed("BATCHSITE_WEBHOOK_RETRY_FOR", 72 * 3600.0, parse_duration, "a duration (72h)"),
         timeout_seconds=reader.number("BATCHSITE_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         poll_seconds=reader.number("BATCHSITE_WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05),
+    )
+
+
+def metrics_token(reader: Reader) -> str:
+    """BATCHSITE_METRICS_TOKEN: the bearer token Prometheus sends to /metrics ("" = staff sessions only).
+
+    It travels in a header, so it is printable ASCII without spaces; short
+    tokens are refused, as a guessable one would publish the queue's contents.
+    """
+
+    def parse(value: str) -> str:
+        if not (value.isascii() and value.isprintable()) or " " in value:
+            raise ValueError("use printable ASCII without spaces")
+        if len(value) < 16:
+            raise ValueError("use at least 16 characters (python -c 'import secrets; print(secrets.token_urlsafe())')")
+        return value
+
+    return reader.parsed("BATCHSITE_METRICS_TOKEN", "", parse, "a token")
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """Where files, result parts and outputs live when not on the local disk: ``s3://bucket/prefix``."""
+
+    bucket: str
+    prefix: str  # "" or "some/prefix", without leading or trailing slashes
+    endpoint_url: str | None  # AWS_ENDPOINT_URL: an S3-compatible store (MinIO, Ceph); None is AWS itself
+    region: str | None
+    addressing_style: str | None
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def parse_storage_url(value: str) -> tuple[str, str]:
+    """``s3://bucket/optional/prefix`` -> (bucket, prefix)."""
+    parsed = urlsplit(value)
+    if parsed.scheme != "s3":
+        raise ValueError("only s3://bucket/prefix is supported; leave it unset for the local data directory")
+    if parsed.query or parsed.fragment:
+        raise ValueError("write it as s3://bucket/prefix, without a query or fragment")
+    bucket = parsed.netloc  # as written: hostname would lowercase it, and drop credentials or a port silently
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(f"{bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)")
+    segments = [segment for segment in parsed.path.split("/") if segment]
+    if any(segment in (".", "..") for segment in segments):
+        raise ValueError("the prefix may not contain . or .. segments")
+    return bucket, "/".join(segments)
+
+
+def object_store(reader: Reader) -> ObjectStore | None:
+    """BATCHSITE_STORAGE and the AWS_* variables django-storages and boto3 read; None: the local disk."""
+    location = reader.parsed("BATCHSITE_STORAGE", None, parse_storage_url, "s3://bucket/prefix")
+    if location is None:
+        return None
+
+    def endpoint(value: str) -> str:
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("use http(s)://host[:port]")
+        return value
+
+    def style(value: str) -> str:
+        if value not in ("auto", "path", "virtual"):
+            raise ValueError("use auto, path or virtual")
+        return value
+
+    # Credentials are left to boto3's own chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    # AWS_SESSION_TOKEN, ~/.aws, an instance role); only a half-set pair is an error here.
+    if bool(reader.raw("AWS_ACCESS_KEY_ID")) != bool(reader.raw("AWS_SECRET_ACCESS_KEY")):
+        raise EnvError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together")
+    return ObjectStore(
+        bucket=location[0],
+        prefix=location[1],
+        endpoint_url=reader.parsed("AWS_ENDPOINT_URL", None, endpoint, "a URL"),
+        region=reader.parsed("AWS_DEFAULT_REGION", None, lambda v: v, "a region name"),
+        addressing_style=reader.parsed("AWS_S3_ADDRESSING_STYLE", None, style, "auto, path or virtual"),
     )
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from batchsite.env import (
     BASE_DIR,
     Reader,
+    metrics_token,
+    object_store,
     read_https_settings,
     read_limits,
     read_scheduler_settings,
@@ -23,9 +25,8 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 FILES_DIR = DATA_DIR / "files"
 MODELS_DIR = DATA_DIR / "models"
 UPLOAD_TMP_DIR = DATA_DIR / "tmp"
-# Per-chunk result parts; on several hosts this must be shared storage, like FILES_DIR.
-PARTS_DIR = DATA_DIR / "parts"
-for _directory in (FILES_DIR, MODELS_DIR, UPLOAD_TMP_DIR, PARTS_DIR, DATA_DIR / "static"):
+# Per-chunk result parts are in the file store too (under parts/), beside the files.
+for _directory in (FILES_DIR, MODELS_DIR, UPLOAD_TMP_DIR, DATA_DIR / "static"):
     _directory.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.flag("DEBUG", False)
@@ -50,6 +51,10 @@ BATCHSITE_WEBHOOKS = read_webhook_settings(env)
 # Batch input files expire this long after upload unless the upload says otherwise
 # (OpenAI's default: 30 days); 0 keeps them until deleted.
 BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS = env.integer("BATCHSITE_INPUT_EXPIRES_AFTER_SECONDS", 30 * 86400, minimum=0)
+# GET /metrics: this bearer token, or a staff session ("" = staff sessions only).
+BATCHSITE_METRICS_TOKEN = metrics_token(env)
+# BATCHSITE_STORAGE=s3://bucket/prefix: files in object storage (see STORAGES); None: under FILES_DIR.
+BATCHSITE_OBJECT_STORE = object_store(env)
 BATCHSITE_SCHEDULER = read_scheduler_settings(env)
 
 INSTALLED_APPS = [
@@ -165,12 +170,29 @@ STATIC_ROOT = DATA_DIR / "static"
 # The web UI's own stylesheet and script, and htmx, vendored: nothing is fetched from a CDN.
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
-    "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(FILES_DIR)},
-    },
+    "default": {"BACKEND": "jobs.storage.LocalStorage", "OPTIONS": {"location": str(FILES_DIR)}},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+if BATCHSITE_OBJECT_STORE is not None:
+    from boto3.s3.transfer import TransferConfig
+
+    STORAGES["default"] = {
+        "BACKEND": "jobs.storage.S3Storage",
+        "OPTIONS": {
+            "bucket_name": BATCHSITE_OBJECT_STORE.bucket,
+            "location": BATCHSITE_OBJECT_STORE.prefix,
+            "endpoint_url": BATCHSITE_OBJECT_STORE.endpoint_url,
+            "region_name": BATCHSITE_OBJECT_STORE.region,
+            "addressing_style": BATCHSITE_OBJECT_STORE.addressing_style,
+            # Names are fresh ids: no HEAD per save to find a free name.
+            "file_overwrite": True,
+            # An upload moves to the store in 5 MiB parts (S3's smallest), two in
+            # flight: about 10 MiB of memory per upload, whatever the file's size.
+            "transfer_config": TransferConfig(
+                multipart_threshold=5 << 20, multipart_chunksize=5 << 20, max_concurrency=2
+            ),
+        },
+    }
 # Serve the pages' and the admin's assets without collectstatic, so the laptop
 # default needs no build step; gunicorn serves them through WhiteNoise.
 WHITENOISE_USE_FINDERS = True

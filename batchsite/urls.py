@@ -2,12 +2,16 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
+from jobs.metrics import metrics_view
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/", include("jobs.api.urls")),
     # The API reference, from /v1/openapi.json: Redoc to read, Swagger UI to try requests.
     path("docs/", SpectacularRedocView.as_view(url_name="openapi-schema"), name="api-docs"),
     path("docs/swagger/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-swagger"),
+    # Prometheus: a bearer token (BATCHSITE_METRICS_TOKEN) or a staff session.
+    path("metrics", metrics_view, name="metrics"),
     # The web UI, including sign-in (/accounts/login/), which the admin and the
     # browsable API use too: DRF's own login view is not routed, as it has no
     # throttling of failed attempts.

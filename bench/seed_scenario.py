@@ -96,7 +96,7 @@ def run_policy(policy: str, scale: float, requests: int, chunk: int, poll: float
         from jobs.services import scheduling
 
         stack.start_worker(
-            "--engine", "jobs.engine.simulated.SimulatedEngine", "--worker-id", "w1", "--device", "sim", log=log
+            "--engine", "jobs.engine.simulated.SimulatedEngine", "--worker-id", "w1", "--device", "cpu", log=log
         )
         deadline = time.monotonic() + 60
         while not models.Worker.objects.filter(pk="w1", state="idle", scheduler=policy).exists():

@@ -29,10 +29,11 @@ from django.db.utils import InterfaceError, OperationalError
 
 from jobs.engine.base import Engine, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
 from jobs.engine.devices import device_stats
+from jobs.engine.pinning import Devices
 from jobs.housekeeper import Housekeeper
 from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id
-from jobs.services import loads, parts, queue, results, scheduling
+from jobs.services import loads, metrics, parts, queue, results, scheduling
 from jobs.worker_feed import ChunkRun, Feeder
 
 log = logging.getLogger("batchsite.worker")
@@ -53,11 +54,14 @@ class GpuWorker:
         exit_when_idle: bool = False,
         heartbeat_seconds: float | None = None,
         stale_after: float | None = None,
+        devices: Devices | None = None,
     ) -> None:
         conf = settings.BATCHSITE_WORKER
         self.engine = engine
         self.id = worker_id or new_worker_id()
-        self.device = device
+        self.devices = devices
+        self.device = device or (devices.label if devices else "")
+        self._refused: set[str] = set()  # refusals already logged (once each, not every poll)
         self.exit_when_idle = exit_when_idle
         self.heartbeat_seconds = heartbeat_seconds or conf.heartbeat_seconds
         self.stale_after = stale_after or conf.stale_after_seconds
@@ -180,7 +184,7 @@ class GpuWorker:
 
     def beat(self) -> None:
         loaded = self.engine.loaded_model or ""
-        stats = device_stats(self.device)
+        stats = device_stats(self.devices.monitored if self.devices else self.device)
         policy = scheduling.current_policy()
         if not queue.heartbeat(self.id, state=self.state, loaded_model=loaded, stats=stats, scheduler=policy):
             # The row is gone (an operator deleted it in the admin, or a test
@@ -223,11 +227,26 @@ class GpuWorker:
             busy = results.finalize(batch_id, self.id) is not None or busy
         if self.stopping.is_set():
             return busy
-        chunk = queue.claim_next(self.id)
+        chunk = queue.claim_next(self.id, skip_models=self.unfit_models())
         if chunk is None:
             return busy
         self.process(chunk)
         return True
+
+    def unfit_models(self) -> list[str]:
+        """Enabled models whose parallel size does not match this worker's devices: not claimed."""
+        if self.devices is None or self.devices.count is None:
+            return []
+        unfit = []
+        for name, options in RegisteredModel.objects.enabled().values_list("name", "engine_options"):
+            reason = self.devices.refusal(name, options)
+            if reason is None:
+                continue
+            unfit.append(name)
+            if reason not in self._refused:
+                self._refused.add(reason)
+                log.warning("worker %s: %s", self.id, reason)
+        return unfit
 
     def process(self, chunk: Chunk) -> None:
         batch = chunk.batch
@@ -273,13 +292,12 @@ class GpuWorker:
             return
         self.state = WorkerState.LOADING
         began = time.monotonic()
-        if self.engine.loaded_model is not None:
-            started = time.monotonic()
-            previous = self.engine.loaded_model
+        previous = self.engine.loaded_model or ""
+        if previous:
             # A swap: the engine may let the old model's processes exit in the background
             # while the next one loads (when memory allows); this is the part we wait for.
             self.engine.unload(next=spec)
-            log.info("model %s unloaded in %.2fs", previous, time.monotonic() - started)
+            log.info("model %s unloaded in %.2fs", previous, time.monotonic() - began)
         started = time.monotonic()
         self.spec = None
         self.engine.load(spec)
@@ -294,6 +312,7 @@ class GpuWorker:
             self.meter.swaps,
             scheduling.current_policy(),
         )
+        metrics.record_load(self.id, self.device, spec.name, previous, ready - began)
 
     def load_failed(self, chunk: Chunk, spec: ModelSpec, message: str) -> None:
         """Hand the chunk back untouched and back off from the model; fail its batch

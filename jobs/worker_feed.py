@@ -190,7 +190,8 @@ class Feeder:
         self.runs.append(run)
         self._current = run
         try:
-            self._source = file_service.open_content(File.objects.get(pk=chunk.batch.input_file_id))
+            input_file = File.objects.get(pk=chunk.batch.input_file_id)
+            self._source = file_service.open_range(input_file, chunk.start_byte, chunk.end_byte)
         except (OperationalError, InterfaceError):
             raise
         except Exception as exc:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,27 +14,74 @@ from rest_framework.test import APIClient
 
 from jobs.models import ApiKey, RegisteredModel
 from tests.live import MODELS_CACHE, LiveStack
+from tests.s3 import S3Server, use_test_credentials
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# The session's gunicorn answers GET /metrics for this token.
+LIVE_METRICS_TOKEN = "live-metrics-token-for-tests-0123"
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--storage",
+        choices=("local", "s3"),
+        default=os.environ.get("BATCHSITE_TEST_STORAGE", "local"),
+        help="Where tests store files: the local default, or S3 (moto's server on loopback); "
+        "env BATCHSITE_TEST_STORAGE",
+    )
+
+
+@pytest.fixture(scope="session")
+def storage_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--storage"))
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server for the session (tests/s3.py); started on first use."""
+    use_test_credentials()
+    server = S3Server(free_port())
+    yield server
+    server.stop()
+
+
+@dataclasses.dataclass
+class StorageInUse:
+    """Where this test's files are: the STORAGES entry, and the environment subprocesses need for it."""
+
+    kind: str
+    env: dict[str, str]
+    s3: S3Server | None = None
+    prefix: str = ""
+
+    def keys(self, settings: Any) -> list[str]:
+        if self.s3 is not None:
+            return self.s3.keys(self.prefix)
+        root = Path(settings.FILES_DIR)
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
 @pytest.fixture(autouse=True)
-def isolated_storage(settings: Any, tmp_path: Path) -> None:
-    """A fresh file store per test, so "nothing was stored" can be checked on disk."""
+def isolated_storage(settings: Any, tmp_path: Path, storage_kind: str, request: pytest.FixtureRequest) -> StorageInUse:
+    """A fresh file store per test, so "nothing was stored" can be checked: a folder, or
+    (with --storage s3) a fresh prefix in moto's bucket."""
     settings.FILES_DIR = tmp_path / "files"
     settings.UPLOAD_TMP_DIR = tmp_path / "tmp"
-    settings.PARTS_DIR = tmp_path / "parts"
-    for directory in (settings.FILES_DIR, settings.UPLOAD_TMP_DIR, settings.PARTS_DIR):
+    for directory in (settings.FILES_DIR, settings.UPLOAD_TMP_DIR):
         directory.mkdir()
     settings.FILE_UPLOAD_TEMP_DIR = str(settings.UPLOAD_TMP_DIR)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(settings.FILES_DIR)},
-        },
-    }
+    if storage_kind == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        prefix = server.new_prefix()
+        used = StorageInUse("s3", server.env(prefix), server, prefix)
+        default = server.storage(prefix)
+    else:
+        used = StorageInUse("local", {})
+        default = {"BACKEND": "jobs.storage.LocalStorage", "OPTIONS": {"location": str(settings.FILES_DIR)}}
+    settings.STORAGES = {**settings.STORAGES, "default": default}
+    settings.TEST_STORAGE = used
+    return used
 
 
 @pytest.fixture(autouse=True)
@@ -115,9 +163,10 @@ def limits(settings: Any) -> Callable[..., None]:
     return set_limits
 
 
-def stored_files(settings: Any) -> list[Path]:
-    """Every file under the storage and upload temp dirs (to prove nothing was left)."""
-    return [p for d in (settings.FILES_DIR, settings.UPLOAD_TMP_DIR) for p in Path(d).rglob("*") if p.is_file()]
+def stored_files(settings: Any) -> list[str]:
+    """Every stored file and every file in the upload temp dir (to prove nothing was left)."""
+    temp = [str(p) for p in Path(settings.UPLOAD_TMP_DIR).rglob("*") if p.is_file()]
+    return settings.TEST_STORAGE.keys(settings) + temp
 
 
 def free_port() -> int:
@@ -140,8 +189,9 @@ def database_url() -> str:
 
 
 class LiveServer:
-    def __init__(self, url: str, process: Any, data_dir: Path) -> None:
+    def __init__(self, url: str, process: Any, data_dir: Path, storage: StorageInUse) -> None:
         self.url, self.process, self.data_dir = url, process, data_dir
+        self.storage = storage  # where its files are (its data dir, or its own prefix in the test bucket)
 
     @property
     def worker_pids(self) -> list[int]:
@@ -151,9 +201,14 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server_process(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def live_server_process(
+    django_db_setup: Any,
+    django_db_blocker: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    storage_kind: str,
+    request: pytest.FixtureRequest,
+) -> Any:
     """gunicorn serving the test database on loopback: a real server process, one per session."""
-    import os
     import subprocess
     import sys
     import time
@@ -161,11 +216,22 @@ def live_server_process(django_db_setup: Any, django_db_blocker: Any, tmp_path_f
 
     port = free_port()
     data_dir = tmp_path_factory.mktemp("server-data")
+    if storage_kind == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        prefix = server.new_prefix("live")
+        storage = StorageInUse("s3", server.env(prefix), server, prefix)
+    else:
+        storage = StorageInUse("local", {})
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
         "BATCHSITE_DATA_DIR": str(data_dir),
         "DJANGO_SETTINGS_MODULE": "batchsite.settings",
+        "BATCHSITE_METRICS_TOKEN": LIVE_METRICS_TOKEN,
+        # As bin/start and docs/OPERATING.md run gunicorn: without it, whichever of its threads
+        # first touches the object store keeps its own malloc arena, and RSS varies by thread.
+        "MALLOC_ARENA_MAX": "2",
+        **storage.env,
     }
     root = Path(__file__).resolve().parent.parent
     process = subprocess.Popen(
@@ -197,7 +263,7 @@ def live_server_process(django_db_setup: Any, django_db_blocker: Any, tmp_path_f
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not start") from None
             time.sleep(0.2)
-    yield LiveServer(url, process, data_dir)
+    yield LiveServer(url, process, data_dir, storage)
     process.terminate()
     process.wait(timeout=30)
 
@@ -208,13 +274,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def subprocess_env(settings: Any, data_dir: Path | None = None, **extra: str) -> dict[str, str]:
     """Environment for a manage.py subprocess that shares this test's database and files
     (or, with ``data_dir``, a live server's files)."""
-    import os
-
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
         "BATCHSITE_DATA_DIR": str(data_dir or Path(settings.FILES_DIR).parent),
         "DJANGO_SETTINGS_MODULE": "batchsite.settings",
+        **settings.TEST_STORAGE.env,
     }
     env.update(extra)
     return env

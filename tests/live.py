@@ -55,18 +55,21 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: f
 
 
 class LiveStack:
-    def __init__(self, server: Any, worker: subprocess.Popen[bytes], log_path: Path) -> None:
+    def __init__(self, server: Any, worker: subprocess.Popen[bytes], log_path: Path, engine_metrics_url: str) -> None:
         self.server = server
         self.url: str = server.url
         self.data_dir: Path = server.data_dir
         self.worker = worker
         self.worker_log = log_path
+        # vLLM's own metrics, served by the worker (run_gpu_worker --metrics-port).
+        self.engine_metrics_url = engine_metrics_url
 
     @classmethod
     def start(cls, server: Any, root: Path) -> LiveStack:
-        from tests.conftest import database_url
+        from tests.conftest import database_url, free_port
 
         log_path = server.data_dir / "live-worker.log"
+        metrics_port = free_port()
         env = {
             **os.environ,
             **WORKER_ENV,
@@ -75,16 +78,18 @@ class LiveStack:
             "DJANGO_SETTINGS_MODULE": "batchsite.settings",
             # Read at each claim: a test switches the policy with use_scheduler().
             "BATCHSITE_SCHEDULER_FILE": str(server.data_dir / "scheduler"),
+            **server.storage.env,
         }
         with log_path.open("ab") as log:
             worker = subprocess.Popen(
-                [sys.executable, "manage.py", "run_gpu_worker", "--worker-id", "live-worker", "--device", "cpu"],
+                [sys.executable, "manage.py", "run_gpu_worker", "--worker-id", "live-worker", "--device", "cpu"]
+                + ["--metrics-port", str(metrics_port)],
                 cwd=root,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        return cls(server, worker, log_path)
+        return cls(server, worker, log_path, f"http://127.0.0.1:{metrics_port}/metrics")
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.worker_log.read_text(errors="replace").splitlines()[-lines:])
@@ -108,15 +113,14 @@ class LiveStack:
         """Make this test process read and write the stack's files, as gunicorn and the worker do."""
         settings.FILES_DIR = self.data_dir / "files"
         settings.UPLOAD_TMP_DIR = self.data_dir / "tmp"
-        settings.PARTS_DIR = self.data_dir / "parts"
         settings.FILE_UPLOAD_TEMP_DIR = str(settings.UPLOAD_TMP_DIR)
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "default": {
-                "BACKEND": "django.core.files.storage.FileSystemStorage",
-                "OPTIONS": {"location": str(settings.FILES_DIR)},
-            },
-        }
+        used = self.server.storage
+        if used.s3 is not None:
+            default = used.s3.storage(used.prefix)
+        else:
+            default = {"BACKEND": "jobs.storage.LocalStorage", "OPTIONS": {"location": str(settings.FILES_DIR)}}
+        settings.STORAGES = {**settings.STORAGES, "default": default}
+        settings.TEST_STORAGE = used
 
     @contextlib.contextmanager
     def use_scheduler(self, policy: str) -> Iterator[None]:

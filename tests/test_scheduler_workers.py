@@ -21,16 +21,13 @@ from jobs.models import Batch, RegisteredModel, Worker
 from jobs.services import scheduling
 from tests.conftest import CHAT_MODEL, chat_line, jsonl, start_worker
 from tests.live import wait_until
+from tests.worker.common import FAST as FAST_BEATS
+from tests.worker.common import SIM_ENGINE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SIM = ("--engine", "jobs.engine.simulated.SimulatedEngine")
-FAST = {
-    "BATCHSITE_HEARTBEAT_SECONDS": "0.3",
-    "BATCHSITE_STALE_AFTER_SECONDS": "5",
-    "BATCHSITE_PROGRESS_SECONDS": "0.2",
-    "BATCHSITE_POLL_SECONDS": "0.1",
-}
+SIM = SIM_ENGINE
+FAST = {**FAST_BEATS, "BATCHSITE_STALE_AFTER_SECONDS": "5"}
 A, B = CHAT_MODEL, "sim/model-b"
 # Model A is the slower one to run and to load, as in the seed (18 vs 37 req/s, 35 vs 28 s).
 SLEEP = {A: 0.1, B: 0.05}

@@ -20,16 +20,9 @@ import pytest
 from jobs.models import Batch, Chunk, ChunkStatus, File, Worker
 from jobs.services import files as file_service
 from tests.conftest import chat_line, jsonl, start_worker
+from tests.worker.common import FAST, SIM
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-SIM = ("--engine", "jobs.engine.simulated.SimulatedEngine", "--exit-when-idle")
-FAST = {
-    "BATCHSITE_HEARTBEAT_SECONDS": "0.3",
-    "BATCHSITE_STALE_AFTER_SECONDS": "2",
-    "BATCHSITE_PROGRESS_SECONDS": "0.2",
-    "BATCHSITE_POLL_SECONDS": "0.1",
-}
 
 
 def make_batch(client: Any, upload: Any, n: int) -> str:

@@ -75,6 +75,9 @@ class VllmEngine:
         self.last_load_seconds: float | None = None
         self.last_unload_seconds: float | None = None
         self.prime_start = True  # see _start_primed
+        # vLLM's Prometheus metrics (run_gpu_worker --metrics-port): its stats loggers record
+        # into this process's default prometheus_client registry when stats are on.
+        self.log_stats = False
         self._base_env = {key: os.environ.get(key) for key in engine_options.ENV_OPTIONS.values()}
         self._tasks_prime: asyncio.Task[Any] | None = None
         # Resident bytes of each model's engine processes as measured in this process
@@ -150,6 +153,8 @@ class VllmEngine:
                 else:
                     os.environ[key] = value
             resolved = engine_options.resolve(spec)  # ModelLoadError on bad options
+            if self.log_stats:
+                resolved.engine_args["disable_log_stats"] = False
             _check_source(spec)
             # The engine core process is spawned during load and reads these then.
             os.environ.update(resolved.env)

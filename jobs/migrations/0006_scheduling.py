@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0004_worker_stats'),
+        ('jobs', '0005_worker_stats'),
     ]
 
     operations = [

@@ -8,6 +8,7 @@ from jobs.models.batches import (
 )
 from jobs.models.files import File, FilePurpose
 from jobs.models.keys import ApiKey
+from jobs.models.loads import ModelLoad
 from jobs.models.measures import ModelMeasure
 from jobs.models.registry import ENDPOINT_KINDS, RegisteredModel
 from jobs.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSecret
@@ -25,6 +26,7 @@ __all__ = [
     "DeliveryStatus",
     "File",
     "FilePurpose",
+    "ModelLoad",
     "ModelLoadFailure",
     "ModelMeasure",
     "RegisteredModel",

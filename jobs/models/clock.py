@@ -23,7 +23,7 @@ def db_now() -> datetime:
     (the scheduler's waits and the queue plan), in one small query."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute("SELECT NOW()")
+            cursor.execute("SELECT STATEMENT_TIMESTAMP()")  # what Django's Now() uses there
             value = cursor.fetchone()[0]
             return value if value.tzinfo else value.replace(tzinfo=UTC)
         # SQLite keeps UTC text, as Django's Now() writes it there.

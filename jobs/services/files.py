@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.core.files.base import File as DjangoFile
@@ -12,6 +12,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from jobs import storage
 from jobs.errors import Conflict, InvalidRequest, not_found
 from jobs.models import Batch, File, FilePurpose
 from jobs.models.ids import could_be_id, new_file_id
@@ -122,21 +123,7 @@ def _expires_at(purpose: str, expires_after: int | None, created: datetime) -> d
 def _store(owner: Any, purpose: str, filename: str, content: DjangoFile, expires_after: int | None = None) -> File:
     file_id = new_file_id()
     stored = default_storage.save(_storage_name(file_id), content)
-    try:
-        created = timezone.now()
-        return File.objects.create(
-            id=file_id,
-            owner=owner,
-            purpose=purpose,
-            filename=filename,
-            bytes=default_storage.size(stored),
-            storage_name=stored,
-            created_at=created,
-            expires_at=_expires_at(purpose, expires_after, created),
-        )
-    except BaseException:
-        default_storage.delete(stored)  # no row, so no bytes either
-        raise
+    return register_stored(owner, purpose, filename, file_id, stored, expires_after)
 
 
 class _LocalFile(DjangoFile):
@@ -151,8 +138,43 @@ def save_generated(owner: Any, purpose: str, filename: str, path: str, expires_a
         return _store(owner, purpose, filename, _LocalFile(fh, name=filename), expires_after)
 
 
+def new_stored_name() -> tuple[str, str]:
+    """(file id, storage name) for a file written straight into the store (``register_stored``)."""
+    file_id = new_file_id()
+    return file_id, _storage_name(file_id)
+
+
+def register_stored(
+    owner: Any, purpose: str, filename: str, file_id: str, name: str, expires_after: int | None = None
+) -> File:
+    """The row for bytes a worker streamed into the store under ``name`` (from ``new_stored_name``);
+    if the row cannot be made, the bytes go too."""
+    try:
+        created = timezone.now()
+        return File.objects.create(
+            id=file_id,
+            owner=owner,
+            purpose=purpose,
+            filename=filename,
+            bytes=default_storage.size(name),
+            storage_name=name,
+            created_at=created,
+            expires_at=_expires_at(purpose, expires_after, created),
+        )
+    except BaseException:
+        default_storage.delete(name)  # no row, so no bytes either
+        raise
+
+
 def open_content(file: File) -> Any:
+    """The whole file as a stream (on object storage: read as it is consumed, never staged)."""
     return default_storage.open(file.storage_name, "rb")
+
+
+def open_range(file: File, start: int, end: int) -> BinaryIO:
+    """Bytes [start, end) of a stored file, positioned at ``start``: a chunk of a batch's input
+    is one ranged read, whatever the size of the whole file."""
+    return storage.open_range(default_storage, file.storage_name, start, end)
 
 
 def delete_file(file: File) -> None:

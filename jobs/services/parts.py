@@ -1,7 +1,10 @@
 """Result parts: the files a claim of a chunk writes, and the record of them on the chunk.
 
 A worker writes the lines its claim of a chunk finished to a pair of files
-(output and errors; temp file, fsync, rename), named with the claim's fencing
+in the file store (output and errors; each stored whole or not at all: a temp
+file renamed into place on disk, a completed multipart upload on S3, see
+jobs/storage.py), so the worker that finalizes the batch, on whichever host,
+reads them. They are named with the claim's fencing
 token (``Chunk.fence``), and only then records the part on the chunk row, in
 the UPDATE guarded by that token. So a worker that lost the chunk (it looked
 dead and another took over) writes under another name than the winner and
@@ -17,14 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
+from django.core.files.storage import default_storage
+
+from jobs import storage
 
 log = logging.getLogger("batchsite.worker")
 
@@ -32,6 +35,8 @@ log = logging.getLogger("batchsite.worker")
 # hold every part write open so the test can stop the worker right there.
 # Zero (off) unless the variable is set.
 PART_PAUSE_SECONDS = float(os.environ.get("BATCHSITE_TEST_PART_PAUSE", "0"))
+# Where parts live in the file store, beside the files users see (which are named file-...).
+PREFIX = "parts"
 
 
 @dataclass(frozen=True)
@@ -106,25 +111,26 @@ def total_usage(parts: Iterable[Part]) -> dict[str, int]:
     return total
 
 
-def paths(batch_id: str, index: int, fence: int) -> tuple[Path, Path]:
-    directory = Path(settings.PARTS_DIR) / batch_id
-    stem = f"{index:06d}-{fence:06d}"
-    return directory / f"{stem}.out.jsonl", directory / f"{stem}.err.jsonl"
+def names(batch_id: str, index: int, fence: int) -> tuple[str, str]:
+    """The part's output and error files, as names in the file store (``parts/BATCH/INDEX-FENCE``)."""
+    stem = f"{PREFIX}/{batch_id}/{index:06d}-{fence:06d}"
+    return f"{stem}.out.jsonl", f"{stem}.err.jsonl"
 
 
-def write_atomically(path: Path, lines: list[bytes]) -> None:
-    """temp file, fsync, rename: a file is either whole on disk or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.writelines(lines)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write(name: str, lines: list[bytes]) -> None:
+    with storage.writer(default_storage, name) as out:
+        for line in lines:
+            out.write(line)
+
+
+def open_part(name: str) -> Any:
+    """A part file, streamed from the store."""
+    return default_storage.open(name, "rb")
+
+
+def delete_batch(batch_id: str) -> None:
+    """Every part file of a batch (once its output is published, or it ended without one)."""
+    storage.delete_folder(default_storage, f"{PREFIX}/{batch_id}")
 
 
 def write(
@@ -140,21 +146,21 @@ def write(
     if PART_PAUSE_SECONDS:
         log.warning("test hook: holding the part of %s#%d for %.1fs", batch_id, index, PART_PAUSE_SECONDS)
         time.sleep(PART_PAUSE_SECONDS)
-    out_path, err_path = paths(batch_id, index, fence)
-    write_atomically(out_path, output)
-    write_atomically(err_path, errors)
+    out_name, err_name = names(batch_id, index, fence)
+    _write(out_name, output)
+    _write(err_name, errors)
     return Part(fence, len(output), len(errors), as_ranges(seqs), dict(usage))
 
 
 def discard(batch_id: str, index: int, fence: int) -> None:
-    for path in paths(batch_id, index, fence):
-        path.unlink(missing_ok=True)
+    for name in names(batch_id, index, fence):
+        default_storage.delete(name)  # no error if it is not there
 
 
-def count_lines(path: Path) -> int | None:
+def count_lines(name: str) -> int | None:
     """Lines in a part file, None if it is missing."""
     try:
-        with path.open("rb") as fh:
+        with open_part(name) as fh:
             return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
     except FileNotFoundError:
         return None
@@ -166,11 +172,11 @@ def problem(batch_id: str, index: int, part: Part, request_count: int) -> str | 
         return f"part {part.fence} records {part.lines} lines but {part.done} positions"
     if any(start < 0 or end > request_count or start >= end for start, end in part.done):
         return f"part {part.fence} records positions outside the chunk's {request_count} lines"
-    out_path, err_path = paths(batch_id, index, part.fence)
-    for path, expected in ((out_path, part.completed), (err_path, part.failed)):
-        found = count_lines(path)
+    for name, expected in zip(names(batch_id, index, part.fence), (part.completed, part.failed), strict=True):
+        found = count_lines(name)
+        short = name.rsplit("/", 1)[-1]
         if found is None:
-            return f"part file {path.name} is missing"
+            return f"part file {short} is missing"
         if found != expected:
-            return f"part file {path.name} has {found} lines, {expected} were recorded"
+            return f"part file {short} has {found} lines, {expected} were recorded"
     return None

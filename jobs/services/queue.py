@@ -67,7 +67,7 @@ def silent_worker(cutoff: Any) -> Q:
     return Q(worker__isnull=True) | Q(worker__heartbeat_at__lt=cutoff) | Q(worker__stopped_at__isnull=False)
 
 
-def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
+def claim_next(worker_id: str, model: str | None = None, skip_models: Collection[str] = ()) -> Chunk | None:
     """Claim the chunk the scheduling policy picks for this worker, in one short transaction.
 
     The policy (jobs/services/scheduling/policy.py) names a model, or the
@@ -78,6 +78,8 @@ def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
     policy would give it one (under fifo: if the queue's head is for it).
     Models this worker failed to load lately are skipped (jobs.services.loads),
     and so are batches that are failing.
+    Batches of ``skip_models`` (models this worker's devices do not fit) are
+    passed over, by the policy too, and left to a worker that fits.
 
     PostgreSQL: FOR UPDATE OF the chunk row SKIP LOCKED, so concurrent workers
     skip each other's candidates instead of queueing on them. SQLite: the
@@ -86,13 +88,14 @@ def claim_next(worker_id: str, model: str | None = None) -> Chunk | None:
     count decides, so a lost race is a miss, never a double claim.
     """
     with transaction.atomic():
-        policy, pick = scheduling.choose(worker_id, db_now(), loaded=model)
+        policy, pick = scheduling.choose(worker_id, db_now(), loaded=model, unfit=frozenset(skip_models))
         if pick is None or (model is not None and pick.model not in (None, model)):
             return None
         candidates = (
             Chunk.objects.pending()
             .filter(batch__status=BatchStatus.IN_PROGRESS, batch__expires_at__gt=Now(), batch__errors__isnull=True)
             .exclude(batch__model__in=loads.backing_off(worker_id))
+            .exclude(batch__model__in=list(skip_models))
         )
         if pick.model is not None:
             candidates = candidates.filter(batch__model=pick.model)

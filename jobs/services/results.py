@@ -15,18 +15,18 @@ import logging
 import os
 import secrets
 import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import IO, Any
 
 import orjson
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.db.utils import InterfaceError, OperationalError
 
+from jobs import storage
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, File, FilePurpose
 from jobs.models.clock import Now
 from jobs.services import files as file_service
@@ -111,8 +111,8 @@ def _unrun_line_error(batch: Batch, chunk: Chunk) -> tuple[str, str]:
     return "batch_expired", EXPIRED_MESSAGE
 
 
-def _copy(path: Path, out: IO[bytes]) -> None:
-    with path.open("rb") as part:
+def _copy(name: str, out: IO[bytes]) -> None:
+    with parts.open_part(name) as part:
         shutil.copyfileobj(part, out, 1 << 20)
 
 
@@ -124,16 +124,16 @@ class _Assembly:
         self.completed = self.failed = 0
         self.usage: dict[str, int] = {}
         self.unlisted = 0  # best effort: lines that never ran and could not be named
-        self._source: Any = None
+        self._input: File | None = None
 
     def add(self, chunk: Chunk) -> None:
         recorded = parts.recorded(chunk)
         for part in recorded:
             if self.best_effort and parts.problem(self.batch.id, chunk.index, part, chunk.request_count):
                 continue
-            out_path, err_path = parts.paths(self.batch.id, chunk.index, part.fence)
-            _copy(out_path, self.out)
-            _copy(err_path, self.err)
+            out_name, err_name = parts.names(self.batch.id, chunk.index, part.fence)
+            _copy(out_name, self.out)
+            _copy(err_name, self.err)
             self.completed += part.completed
             self.failed += part.failed
             add_usage(self.usage, part.usage)
@@ -144,24 +144,22 @@ class _Assembly:
     def _unrun(self, chunk: Chunk, done: set[int]) -> None:
         code, message = _unrun_line_error(self.batch, chunk)
         try:
-            if self._source is None:
-                self._source = file_service.open_content(File.objects.get(pk=self.batch.input_file_id))
-            lines = iter_lines(
-                self._source, settings.BATCHSITE.max_line_bytes, chunk.start_byte, chunk.end_byte, chunk.first_line
-            )
-            requests = (line for line in lines if line.data is not None and not line.blank)
-            for seq, line in enumerate(requests):
-                if seq not in done:
-                    self.err.write(error_line(jsonl.loads(line.data)["custom_id"], code, message))  # type: ignore[arg-type]
-                    self.failed += 1
+            if self._input is None:
+                self._input = File.objects.get(pk=self.batch.input_file_id)
+            # Only this chunk's bytes of the input: one ranged read on object storage.
+            with file_service.open_range(self._input, chunk.start_byte, chunk.end_byte) as source:
+                lines = iter_lines(
+                    source, settings.BATCHSITE.max_line_bytes, chunk.start_byte, chunk.end_byte, chunk.first_line
+                )
+                requests = (line for line in lines if line.data is not None and not line.blank)
+                for seq, line in enumerate(requests):
+                    if seq not in done:
+                        self.err.write(error_line(jsonl.loads(line.data)["custom_id"], code, message))  # type: ignore[arg-type]
+                        self.failed += 1
         except (OSError, File.DoesNotExist, ValueError) as exc:
             if not self.best_effort:
                 raise InputUnreadable(f"the input file {self.batch.input_file_id} could not be read: {exc}") from exc
             self.unlisted += chunk.request_count - len(done)
-
-    def close(self) -> None:
-        if self._source is not None:
-            self._source.close()
 
 
 def _claim(batch_id: str, worker_id: str | None) -> Batch | None:
@@ -222,19 +220,26 @@ def _send_back(batch: Batch, worker_id: str | None, chunks: list[Chunk]) -> bool
     return requeued
 
 
-def _publish(batch: Batch, assembly: _Assembly, out: Any, err: Any) -> tuple[File | None, File | None]:
-    for handle in (out, err):
-        handle.flush()
-        os.fsync(handle.fileno())
+def _publish(batch: Batch, assembly: _Assembly, out: tuple[str, str], err: tuple[str, str]) -> tuple[Any, Any]:
+    """Rows for the stored output and error files; a file with no line is deleted instead."""
     owner = batch.owner
     keep = batch.output_expires_after  # anchored at each file's creation, as OpenAI's
     output = error = None
-    if assembly.completed:
-        output = file_service.save_generated(
-            owner, FilePurpose.BATCH_OUTPUT, f"{batch.id}_output.jsonl", out.name, keep
-        )
-    if assembly.failed:
-        error = file_service.save_generated(owner, FilePurpose.BATCH_ERROR, f"{batch.id}_error.jsonl", err.name, keep)
+    try:
+        for (file_id, name), count, purpose, suffix in (
+            (out, assembly.completed, FilePurpose.BATCH_OUTPUT, "output"),
+            (err, assembly.failed, FilePurpose.BATCH_ERROR, "error"),
+        ):
+            if not count:
+                default_storage.delete(name)
+                continue
+            file = file_service.register_stored(owner, purpose, f"{batch.id}_{suffix}.jsonl", file_id, name, keep)
+            output, error = (file, error) if suffix == "output" else (output, file)
+    except BaseException:
+        for _, name in (out, err):
+            default_storage.delete(name)
+        File.objects.filter(pk__in=[out[0], err[0]]).delete()
+        raise
     return output, error
 
 
@@ -245,23 +250,17 @@ def _assemble_and_end(batch: Batch, worker_id: str | None, give_up: str = "") ->
     if not give_up and _send_back(batch, worker_id, chunks):
         return None
     chunks = list(batch.chunks.order_by("index"))  # without the parts dropped just now
-    tmp_dir = Path(settings.UPLOAD_TMP_DIR)
-    out = tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".out", delete=False)
-    err = tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".err", delete=False)
-    assembly = _Assembly(batch, out, err, best_effort=bool(give_up))
-    try:
-        with out, err:
-            try:
-                for chunk in chunks:
-                    assembly.add(chunk)
-            finally:
-                assembly.close()
-            if FINALIZE_PAUSE_SECONDS:
-                time.sleep(FINALIZE_PAUSE_SECONDS)
-            output, error = _publish(batch, assembly, out, err)
-    finally:
-        for leftover in (out.name, err.name):
-            Path(leftover).unlink(missing_ok=True)
+    # Streamed from the parts straight into the two files' final place in the store (a
+    # multipart upload each on S3): never whole on a local disk or in memory. Neither is
+    # visible until its writer closes without error; neither has a row until both are whole.
+    out, err = file_service.new_stored_name(), file_service.new_stored_name()
+    with storage.writer(default_storage, out[1]) as out_stream, storage.writer(default_storage, err[1]) as err_stream:
+        assembly = _Assembly(batch, out_stream, err_stream, best_effort=bool(give_up))
+        for chunk in chunks:
+            assembly.add(chunk)
+        if FINALIZE_PAUSE_SECONDS:
+            time.sleep(FINALIZE_PAUSE_SECONDS)
+    output, error = _publish(batch, assembly, out, err)
     fields: dict[str, Any] = {}
     if give_up:
         status = BatchStatus.FAILED
@@ -291,7 +290,7 @@ def _assemble_and_end(batch: Batch, worker_id: str | None, give_up: str = "") ->
             if file is not None:
                 file_service.delete_file(file)
         return None
-    shutil.rmtree(Path(settings.PARTS_DIR) / batch.id, ignore_errors=True)
+    parts.delete_batch(batch.id)
     return finished
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import io
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
+from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.db.models import F
 
@@ -42,7 +41,7 @@ def sweep() -> str:
 
 
 def bytes_on_disk(file_id: str) -> bool:
-    return (Path(settings.FILES_DIR) / File.objects.get(pk=file_id).storage_name).is_file()
+    return default_storage.exists(File.objects.get(pk=file_id).storage_name)
 
 
 def upload(client: Any, lines: list[Any], **fields: str) -> str:
@@ -75,7 +74,7 @@ def test_files_uploaded_with_expires_after_are_gone_after_the_time(client):
     assert client.get(f"/v1/files/{expiring}").status_code == 404  # before the sweep, too
     assert sweep() == "Deleted 1 expired file.\n"
     assert not File.objects.filter(pk=expiring).exists()
-    assert not (Path(settings.FILES_DIR) / storage_name).exists()
+    assert not default_storage.exists(storage_name)
     assert client.get(f"/v1/files/{expiring}/content").status_code == 404
     assert bytes_on_disk(kept) and client.get(f"/v1/files/{kept}").status_code == 200
 

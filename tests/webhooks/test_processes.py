@@ -22,17 +22,13 @@ from jobs.services import webhook_secrets
 from tests.conftest import ROOT, free_port, start_worker, subprocess_env
 from tests.live import wait_until
 from tests.webhooks.conftest import Receiver, Reply, create_batch, event_of
+from tests.worker.common import FAST as FAST_BEATS
+from tests.worker.common import SIM_ENGINE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SIM = ("--engine", "jobs.engine.simulated.SimulatedEngine")
-FAST = {
-    "BATCHSITE_HEARTBEAT_SECONDS": "0.3",
-    "BATCHSITE_STALE_AFTER_SECONDS": "2",
-    "BATCHSITE_POLL_SECONDS": "0.1",
-    "BATCHSITE_WEBHOOK_ALLOW_PRIVATE": "1",
-    "BATCHSITE_WEBHOOK_POLL_SECONDS": "0.1",
-}
+SIM = SIM_ENGINE
+FAST = {**FAST_BEATS, "BATCHSITE_WEBHOOK_ALLOW_PRIVATE": "1", "BATCHSITE_WEBHOOK_POLL_SECONDS": "0.1"}
 
 
 def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> int:

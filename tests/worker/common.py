@@ -17,7 +17,10 @@ from jobs.models import Batch, File
 from jobs.services import files as file_service
 from tests.conftest import chat_line, jsonl
 
-SIM = ("--engine", "jobs.engine.simulated.SimulatedEngine", "--exit-when-idle")
+# The SIMULATED engine (jobs/engine/simulated.py): for tests about the queue, never about inference.
+SIM_ENGINE = ("--engine", "jobs.engine.simulated.SimulatedEngine")
+SIM = (*SIM_ENGINE, "--exit-when-idle")
+# Fast heartbeats and polls, so faults are noticed in seconds.
 FAST = {
     "BATCHSITE_HEARTBEAT_SECONDS": "0.3",
     "BATCHSITE_STALE_AFTER_SECONDS": "2",

@@ -59,9 +59,11 @@ def test_a_deleted_part_sends_its_chunk_back_and_the_output_has_every_line_once(
     batch_id = make_batch(client, upload, lines)
     worker = start_worker(settings, *SIM, **FAST)
     wait_for(lambda: Chunk.objects.filter(batch_id=batch_id, index=0, status=ChunkStatus.DONE).exists(), what="chunk 0")
-    lost = list((Path(settings.PARTS_DIR) / batch_id).glob("000000-*.out.jsonl"))
+    # In the file store (a folder on disk, or a prefix in the bucket), wherever the session's storage is.
+    files = default_storage.listdir(f"parts/{batch_id}")[1]
+    lost = [name for name in files if name.startswith("000000-") and name.endswith(".out.jsonl")]
     assert len(lost) == 1
-    lost[0].unlink()
+    default_storage.delete(f"parts/{batch_id}/{lost[0]}")
     assert finish(worker) == 0
     batch = assert_every_line_once(batch_id, 10)
     assert batch.completed == 10

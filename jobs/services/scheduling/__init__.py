@@ -35,11 +35,14 @@ __all__ = [
 ]
 
 
-def choose(worker_id: str, now: datetime, loaded: str | None = None) -> tuple[str, Pick | None]:
+def choose(
+    worker_id: str, now: datetime, loaded: str | None = None, unfit: frozenset[str] = frozenset()
+) -> tuple[str, Pick | None]:
     """The policy in force and what it picks for ``worker_id`` holding ``loaded``
-    (by default, the model its row says it has loaded)."""
+    (by default, the model its row says it has loaded); ``unfit``: models its devices cannot run."""
     name = current_policy()
-    situation = state.LiveSituation(worker_id, now, loaded, settings.BATCHSITE_SCHEDULER.affinity_max_wait_seconds)
+    max_wait = settings.BATCHSITE_SCHEDULER.affinity_max_wait_seconds
+    situation = state.LiveSituation(worker_id, now, loaded, max_wait, unfit)
     return name, POLICIES[name](situation)
 
 

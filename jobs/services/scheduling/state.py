@@ -156,10 +156,13 @@ def read(now: datetime) -> QueueState:
 class LiveSituation(Situation):
     """A worker's situation at its claim: read from the database when a policy first looks."""
 
-    def __init__(self, worker_id: str, now: datetime, loaded: str | None, max_wait: float) -> None:
+    def __init__(
+        self, worker_id: str, now: datetime, loaded: str | None, max_wait: float, unfit: frozenset[str] = frozenset()
+    ) -> None:
         super().__init__(now.timestamp(), loaded, frozenset(), (), max_wait)
         self._worker_id = worker_id
         self._at = now
+        self._unfit = unfit  # models this worker's devices cannot run (jobs/engine/pinning.py)
 
     @cached_property
     def _read(self) -> Situation:
@@ -173,7 +176,7 @@ class LiveSituation(Situation):
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DECIDE_LOCK_KEY])
         queue = read(self._at)
         loaded = self._loaded if self._loaded is not None else queue.loaded_on(self._worker_id)
-        unavailable = frozenset(loads.backing_off(self._worker_id).values_list("model", flat=True))
+        unavailable = frozenset(loads.backing_off(self._worker_id).values_list("model", flat=True)) | self._unfit
         return queue.situation(self._worker_id, loaded, self.max_wait, unavailable)
 
     @property

@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobs", "0005_expiry"),
+        ("jobs", "0004_expiry"),
     ]
 
     operations = [
