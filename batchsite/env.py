@@ -175,6 +175,9 @@ class WorkerSettings:
     engine_stall_seconds: float
     model_load_attempts: int
     model_load_backoff_seconds: float
+    # "auto": a swap loads the next model while the old engine's processes exit, when
+    # memory allows (jobs/engine/swap.py); "off": it always waits for them first.
+    swap_overlap: str = "auto"
 
 
 def read_worker_settings(reader: Reader) -> WorkerSettings:
@@ -195,6 +198,7 @@ def read_worker_settings(reader: Reader) -> WorkerSettings:
         engine_stall_seconds=reader.number("BATCHSITE_ENGINE_STALL_SECONDS", 300.0, minimum=1.0),
         model_load_attempts=reader.integer("BATCHSITE_MODEL_LOAD_ATTEMPTS", 3, minimum=1),
         model_load_backoff_seconds=reader.number("BATCHSITE_MODEL_LOAD_BACKOFF_SECONDS", 30.0, minimum=0.0),
+        swap_overlap=reader.choice("BATCHSITE_SWAP_OVERLAP", "auto", ("auto", "off")),
     )
 
 

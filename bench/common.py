@@ -51,6 +51,68 @@ def chat_lines(n: int, model: str, max_tokens: int = 32) -> list[dict[str, Any]]
     ]
 
 
+def embedding_lines(n: int, model: str) -> list[dict[str, Any]]:
+    """Sentences of 8 to 56 words: each request is cheap, so per-request overhead shows."""
+    return [
+        {
+            "custom_id": f"emb-{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": model, "input": chat_prompt(i)},
+        }
+        for i in range(n)
+    ]
+
+
+SEED_SCHEMA = {
+    "name": "verdict",
+    "schema": {
+        "type": "object",
+        "properties": {"score": {"type": "integer"}, "fit": {"type": "boolean"}, "reason": {"type": "string"}},
+        "required": ["score", "fit", "reason"],
+    },
+}
+
+
+def candidate_text(i: int, words: int = 220) -> str:
+    """About 300 tokens of a made-up candidate profile (220 words), different per request."""
+    vocabulary = WORDS + "python rust sql kubernetes team lead shipped scaled latency budget".split()
+    body = " ".join(vocabulary[(i * 13 + k * 7) % len(vocabulary)] for k in range(words))
+    return f"Candidate {i}: {body}."
+
+
+def seed_words(source: str, tokens: int = 300) -> int:
+    """How many words of candidate text make about ``tokens`` tokens for this model's tokenizer
+    (the tiny model's 512-token BPE needs about twice as many tokens per word as SmolLM2's)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    per_word = len(tokenizer(candidate_text(0, 200))["input_ids"]) / 200
+    return max(10, int(tokens / per_word))
+
+
+def seed_lines(n: int, model: str, max_tokens: int = 64, words: int = 220) -> list[dict[str, Any]]:
+    """The seed's workload: a long prompt (a candidate to score), a short structured answer."""
+    return [
+        {
+            "custom_id": f"cand-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": model,
+                "messages": [
+                    {"role": "system", "content": "Score the candidate for a backend role. Answer in JSON."},
+                    {"role": "user", "content": candidate_text(i, words)},
+                ],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "response_format": {"type": "json_schema", "json_schema": SEED_SCHEMA},
+            },
+        }
+        for i in range(n)
+    ]
+
+
 def write_jsonl(path: Path, lines: list[dict[str, Any]]) -> Path:
     with path.open("w") as out:
         for line in lines:
@@ -223,7 +285,8 @@ def emit(result: dict[str, Any], json_path: str | None) -> None:
 
 
 def model_spec(kind: str) -> Any:
-    """The demo chat model (SmolLM2) or a tiny random 2-layer Llama, prepared once under var/bench-models."""
+    """The demo chat model (SmolLM2), a tiny random 2-layer Llama (prepared once under
+    var/bench-models), or the demo embeddings model (MiniLM)."""
     from jobs.engine import demo
     from jobs.engine.base import ModelSpec
 
@@ -236,6 +299,8 @@ def model_spec(kind: str) -> Any:
     if kind == "tiny":
         path = demo.build_tiny_model(cache / "tiny-llama")
         return ModelSpec("tiny-llama", str(path), ("chat", "completions"), {})
+    if kind == "minilm":
+        return ModelSpec(demo.MINILM_NAME, str(demo.minilm_dir()), ("embeddings",), {})
     raise ValueError(kind)
 
 
@@ -243,3 +308,31 @@ def engine_env(spec: Any) -> dict[str, str]:
     from jobs.engine.options import resolve
 
     return {**os.environ, **resolve(spec).env, "HF_HUB_OFFLINE": "1"}
+
+
+class Spy:
+    """``py-spy record`` attached to one process (and, with ``subprocesses``, its children)
+    for a stretch of a benchmark, written as collapsed stacks that bench/profile_top.py
+    turns into a table. ``--nonblocking`` samples without pausing the process, so the
+    profiled run is not slowed much; a few dumps (``py-spy dump``) show each thread's
+    stack at a moment of the run."""
+
+    def __init__(self, pid: int, out: Path, subprocesses: bool = False, rate: int = 100) -> None:
+        self.pid, self.out = pid, out
+        spy = str(Path(PYTHON).parent / "py-spy")
+        cmd = [spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "-o", str(out)]
+        cmd += ["--nonblocking"] + (["--subprocesses"] if subprocesses else [])
+        self.spy = spy
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def dump(self, path: Path) -> None:
+        done = subprocess.run([self.spy, "dump", "--pid", str(self.pid)], capture_output=True, text=True, check=False)
+        with path.open("a") as out:
+            out.write(done.stdout + done.stderr + "\n")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        self.process.wait(timeout=60)

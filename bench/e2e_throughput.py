@@ -1,14 +1,22 @@
-"""End-to-end throughput: the same chat requests three ways, side by side in one run.
+"""End-to-end throughput: the same requests three ways, side by side in one run.
 
     .venv/bin/python bench/e2e_throughput.py --model demo --n 1000 [--json out.json]
     .venv/bin/python bench/e2e_throughput.py --model tiny --n 1000
+    .venv/bin/python bench/e2e_throughput.py --model minilm --n 2000            # embeddings
+    .venv/bin/python bench/e2e_throughput.py --model tiny --workload seed --n 5000 --no-run-batch --no-cold
+    .venv/bin/python bench/e2e_throughput.py --model tiny --n 50000 --only-batchsite --rss
 
-a. raw vLLM: one LLM.chat call over all requests, model loaded (the ceiling);
+a. raw vLLM: one LLM.chat (LLM.embed) call over all requests, model loaded (the ceiling);
 b. vLLM's run_batch on the same JSONL: whole process, and its processing time
    (its run_batch coroutine, timed inside the process by bench/run_batch_timed.py);
 c. batchsite: upload through the API, run_gpu_worker, until completed with the
    output file written: claim to completed with the model already loaded
    (warm), and upload to completed with a worker started at upload (cold).
+
+Workloads: ``chat`` (8-56 word prompts, max_tokens 32), embeddings for MiniLM, and
+``seed`` (the seed's shape: ~300 tokens of candidate text, max_tokens 64, a
+json_schema response_format). ``--rss`` samples the warm worker's resident memory
+(its own process: where result lines live) at its first and last finished chunk.
 """
 
 from __future__ import annotations
@@ -18,20 +26,27 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
     PYTHON,
     REPO,
+    Spy,
     Stack,
     chat_lines,
+    embedding_lines,
     emit,
     engine_env,
     model_spec,
+    seed_lines,
+    seed_words,
     table,
     wait_status,
     write_jsonl,
@@ -91,39 +106,99 @@ def run_batch(spec: Any, requests: Path, work: Path) -> dict[str, Any]:
     }
 
 
-def batchsite(spec: Any, requests: Path, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
+class RssWatch(threading.Thread):
+    """The worker process's RSS when its batch's first chunk is done and when the batch ends."""
+
+    def __init__(self, pid: int, models: Any, batch_id: str) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.models, self.batch_id = models, batch_id
+        self.first: int | None = None
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            while self.running:
+                rss = self.process.memory_info().rss
+                self.peak = max(self.peak, rss) if self.first is not None else 0
+                if (
+                    self.first is None
+                    and self.models.Chunk.objects.filter(batch_id=self.batch_id, status="done").exists()
+                ):
+                    self.first = rss
+                time.sleep(0.5)
+        finally:
+            connection.close()
+
+
+def batchsite(
+    spec: Any,
+    requests: Path,
+    n: int,
+    endpoint: str,
+    profile: Path | None = None,
+    cold_run: bool = True,
+    rss: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     stack = Stack()
     try:
-        stack.register(spec.name, spec.source, "chat,completions", spec.engine_options)
+        kinds = "embeddings" if endpoint == "/v1/embeddings" else "chat,completions"
+        stack.register(spec.name, spec.source, kinds, spec.engine_options)
         stack.start_web()
         sdk = stack.sdk(stack.api_key())
         models = stack.orm()
 
         def submit(path: Path) -> str:
             file = sdk.files.create(file=path.open("rb"), purpose="batch")
-            return str(
-                sdk.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h").id
-            )
+            return str(sdk.batches.create(input_file_id=file.id, endpoint=endpoint, completion_window="24h").id)
 
         # Polling once a second: faster polling would take CPU from the engine
         # on a small machine, and the timings come from the database anyway.
         # Warm: a worker with the model loaded (by a 2-line batch) takes the batch.
         worker = stack.start_worker(log=stack.data_dir / "worker-warm.log")
-        warm_up = write_jsonl(
-            stack.data_dir / "warm.jsonl", [json.loads(x) for x in requests.read_text().splitlines()[:2]]
-        )
-        wait_status(sdk, submit(warm_up))
+        with requests.open() as fh:
+            first_two = [json.loads(next(fh)) for _ in range(2)]
+        wait_status(sdk, submit(write_jsonl(stack.data_dir / "warm.jsonl", first_two)))
+        spies = []
+        if profile is not None:
+            spies = [
+                Spy(worker.pid, profile / "e2e-worker.txt", subprocesses=True),
+                Spy(stack.web.pid, profile / "e2e-api.txt", subprocesses=True),
+            ]
         batch_id = submit(requests)
+        watch = RssWatch(worker.pid, models, batch_id) if rss else None
+        if watch is not None:
+            watch.start()
+        if profile is not None:
+            time.sleep(3)  # into the run, past the first chunk's start
+            spies[0].dump(profile / "e2e-worker-dump.txt")
         done = wait_status(sdk, batch_id, every=1.0)
+        for spy in spies:
+            spy.stop()
         row = models.Batch.objects.get(pk=batch_id)
         out = [json.loads(x) for x in sdk.files.content(done.output_file_id).text.splitlines()]
+        assert done.request_counts.completed == n, done
         warm = {
             "seconds": (row.completed_at - row.started_at).total_seconds(),
             "requests": done.request_counts.completed,
             "output_tokens": output_tokens(out),
+            "prompt_tokens": sum((x["response"]["body"].get("usage") or {}).get("prompt_tokens", 0) for x in out),
         }
+        if watch is not None:
+            watch.running = False
+            watch.join()
+            end_rss = psutil.Process(worker.pid).memory_info().rss
+            warm["rss_first_chunk_MB"] = (watch.first or 0) / 1e6
+            warm["rss_end_MB"] = end_rss / 1e6
+            warm["rss_peak_MB"] = max(watch.peak, end_rss) / 1e6
+            warm["rss_growth_MB"] = (max(watch.peak, end_rss) - (watch.first or end_rss)) / 1e6
         worker.terminate()
         worker.wait(timeout=120)
+        if not cold_run:
+            return warm, {}
 
         # Cold: upload, create, and only then a fresh worker that must load the model.
         started = time.perf_counter()
@@ -139,18 +214,31 @@ def batchsite(spec: Any, requests: Path, n: int) -> tuple[dict[str, Any], dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["demo", "tiny"], default="demo")
+    parser.add_argument("--model", choices=["demo", "tiny", "minilm"], default="demo")
+    parser.add_argument("--workload", choices=["chat", "seed"], default="chat")
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=None, help="default 32 (chat), 64 (seed)")
     parser.add_argument("--json")
+    parser.add_argument("--profile", type=Path, help="py-spy the warm worker and the API into this directory")
+    parser.add_argument("--only-batchsite", action="store_true", help="skip a. and b. and the cold run")
+    parser.add_argument("--no-run-batch", action="store_true", help="skip b.")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold run")
+    parser.add_argument("--rss", action="store_true", help="the warm worker's RSS from its first chunk to the end")
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     spec = model_spec(args.model)
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    requests = write_jsonl(work / "requests.jsonl", chat_lines(args.n, spec.name, args.max_tokens))
-    raw = raw_llm(spec, requests)
-    rb = run_batch(spec, requests, work)
-    warm, cold = batchsite(spec, requests, args.n)
+    if args.model == "minilm":
+        lines, endpoint = embedding_lines(args.n, spec.name), "/v1/embeddings"
+    elif args.workload == "seed":
+        words = seed_words(spec.source)
+        lines, endpoint = seed_lines(args.n, spec.name, args.max_tokens or 64, words), "/v1/chat/completions"
+    else:
+        lines, endpoint = chat_lines(args.n, spec.name, args.max_tokens or 32), "/v1/chat/completions"
+    requests = write_jsonl(work / "requests.jsonl", lines)
+    del lines
 
     def rates(name: str, r: dict[str, Any], key: str = "seconds") -> dict[str, Any]:
         return {
@@ -160,27 +248,46 @@ def main() -> None:
             "out_tok_s": r.get("output_tokens", 0) / r[key] if "output_tokens" in r else "",
         }
 
-    rows = [
-        rates("a. LLM.chat (loaded)", raw),
-        rates("b. run_batch processing", rb),
-        rates("b. run_batch whole process", rb, "wall"),
-        rates("c. batchsite claim->completed (loaded)", warm),
-        {
-            "method": "c. batchsite upload->completed (cold)",
-            "seconds": cold["wall"],
-            "req_s": cold["requests"] / cold["wall"],
-        },
-    ]
-    ratios = {
-        "c/a processing": rows[3]["req_s"] / rows[0]["req_s"],
-        "c/b processing": rows[3]["req_s"] / rows[1]["req_s"],
-        "c/b wall (cold batchsite / whole run_batch)": cold["wall"] / rb["wall"],
-    }
-    print(f"model={spec.name} n={args.n} max_tokens={args.max_tokens}")
+    rows: list[dict[str, Any]] = []
+    ratios: dict[str, float] = {}
+    raw = rb = None
+    if not args.only_batchsite:
+        raw = raw_llm(spec, requests)
+        rows.append(rates("a. LLM.embed (loaded)" if args.model == "minilm" else "a. LLM.chat (loaded)", raw))
+        if not args.no_run_batch:
+            rb = run_batch(spec, requests, work)
+            rows += [rates("b. run_batch processing", rb), rates("b. run_batch whole process", rb, "wall")]
+    cold_run = not (args.only_batchsite or args.no_cold)
+    warm, cold = batchsite(spec, requests, args.n, endpoint, args.profile, cold_run, args.rss)
+    rows.append(rates("c. batchsite claim->completed (loaded)", warm))
+    if cold:
+        rows.append(
+            {
+                "method": "c. batchsite upload->completed (cold)",
+                "seconds": cold["wall"],
+                "req_s": cold["requests"] / cold["wall"],
+            }
+        )
+    if raw is not None:
+        ratios["c/a processing"] = warm["requests"] / warm["seconds"] / (raw["requests"] / raw["seconds"])
+    if rb is not None:
+        ratios["c/b processing"] = warm["requests"] / warm["seconds"] / (rb["requests"] / rb["seconds"])
+        if cold:
+            ratios["c/b wall (cold batchsite / whole run_batch)"] = cold["wall"] / rb["wall"]
+    print(f"model={spec.name} workload={args.workload if args.model != 'minilm' else 'embeddings'} n={args.n}")
+    print(f"prompt tokens per request (batchsite's usage): {warm['prompt_tokens'] / max(warm['requests'], 1):.1f}")
     print(table(rows, ["method", "seconds", "req_s", "out_tok_s"]))
     for name, value in ratios.items():
         print(f"{name}: {value:.3f}")
-    emit({"model": spec.name, "n": args.n, "rows": rows, "ratios": ratios}, args.json)
+    if args.rss:
+        print(
+            "worker RSS: first chunk done {rss_first_chunk_MB:.1f} MB, end {rss_end_MB:.1f} MB, "
+            "peak {rss_peak_MB:.1f} MB, growth {rss_growth_MB:.1f} MB".format(**warm)
+        )
+    emit(
+        {"model": spec.name, "n": args.n, "workload": args.workload, "rows": rows, "ratios": ratios, "warm": warm},
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -70,6 +70,8 @@ class GpuWorker:
         self.poll = conf.poll_seconds
         self.progress_every = conf.progress_seconds
         self.stall_seconds = conf.engine_stall_seconds
+        if hasattr(engine, "overlap_swaps"):  # the vLLM engine's; see jobs/engine/swap.py
+            engine.overlap_swaps = conf.swap_overlap == "auto"
         self.state = WorkerState.IDLE
         self.stopping = threading.Event()
         self._beat_stop = threading.Event()
@@ -292,7 +294,9 @@ class GpuWorker:
         began = time.monotonic()
         previous = self.engine.loaded_model or ""
         if previous:
-            self.engine.unload()
+            # A swap: the engine may let the old model's processes exit in the background
+            # while the next one loads (when memory allows); this is the part we wait for.
+            self.engine.unload(next=spec)
             log.info("model %s unloaded in %.2fs", previous, time.monotonic() - began)
         started = time.monotonic()
         self.spec = None

@@ -7,7 +7,6 @@ away, so the engine's window stays full across chunk boundaries.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -20,7 +19,7 @@ from django.db.utils import InterfaceError, OperationalError
 from jobs.engine.base import EngineRequest, EngineResult
 from jobs.models import Chunk, File
 from jobs.services import files as file_service
-from jobs.services import parts, queue, results
+from jobs.services import jsonl, parts, queue, results
 from jobs.services.jsonl import iter_lines
 
 log = logging.getLogger("batchsite.worker")
@@ -86,7 +85,7 @@ class ChunkRun:
         return self.base_failed + self.failed
 
     def add(self, seq: int, result: EngineResult) -> None:
-        line = results.result_line(result.custom_id, result.status_code, result.request_id, result.body)
+        line = results.result_line(result.custom_id, result.status_code, result.request_id, result.payload)
         if 200 <= result.status_code < 300:
             self.output.append((seq, line))
             self.completed += 1
@@ -120,7 +119,7 @@ def read_requests(run: ChunkRun, source: BinaryIO, model: str) -> Iterator[Engin
         seq += 1
         if seq in run.skip:
             continue
-        obj = json.loads(line.data)
+        obj = jsonl.loads(line.data)
         body = obj["body"]
         body.setdefault("model", model)  # the one-call shortcut lets lines leave it out
         yield EngineRequest(obj["custom_id"], obj["url"], body, (run, seq))

@@ -11,6 +11,8 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -36,12 +38,28 @@ class EngineRequest:
 class EngineResult:
     custom_id: str
     status_code: int  # 200, or the 4xx/5xx vLLM's server would answer
-    body: dict[str, Any]  # the response body, or {"error": {message, type, param, code}}
+    # The response body, or {"error": {message, type, param, code}}: a dict, or the
+    # body already encoded as JSON (vLLM's serving layer encodes it; the worker writes
+    # those bytes into the result line as they are, instead of decoding and encoding
+    # every body again, which for a 384-float embedding cost more than the engine).
+    payload: dict[str, Any] | bytes
     request_id: str
     usage: dict[str, int] | None = None  # prompt_tokens, completion_tokens, total_tokens
     tag: Any = None
     # The request was aborted before it finished: no status or body, it did not run.
     aborted: bool = False
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The body as a dict (decoded on each call when it came encoded: not for hot paths)."""
+        if isinstance(self.payload, bytes):
+            body: dict[str, Any] = orjson.loads(self.payload)
+            return body
+        return self.payload
+
+    def body_json(self) -> bytes:
+        """The body as JSON bytes."""
+        return self.payload if isinstance(self.payload, bytes) else orjson.dumps(self.payload)
 
     @classmethod
     def aborted_for(cls, request: EngineRequest) -> EngineResult:
@@ -61,7 +79,7 @@ class Engine(Protocol):
     def loaded_model(self) -> str | None: ...
 
     def load(self, spec: ModelSpec) -> None:
-        """Reuse the loaded engine for the same spec; otherwise unload it fully, then load."""
+        """Reuse the loaded engine for the same spec; otherwise unload it (``unload(next=spec)``), then load."""
 
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
         """Consume ``requests`` lazily, keeping a bounded window in flight, and
@@ -78,5 +96,8 @@ class Engine(Protocol):
         safe from another thread. ``run`` raises EngineDeadError promptly, and
         ``unload`` tears the engine down without waiting on it."""
 
-    def unload(self) -> None:
-        """Release the model and everything it holds (memory, processes)."""
+    def unload(self, next: ModelSpec | None = None) -> None:
+        """Release the model and everything it holds (memory, processes), and return when
+        that is done. With ``next``, the model to be loaded right after (a swap): return
+        as soon as ``next`` may start loading, which may be while the old model's
+        processes still exit, in the background, where memory allows both for a while."""

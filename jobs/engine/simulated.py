@@ -78,7 +78,7 @@ class SimulatedEngine:
             self._model = spec.name
             self.loads += 1
 
-    def unload(self) -> None:
+    def unload(self, next: ModelSpec | None = None) -> None:
         self._model = None
 
     def abort(self, tags: Collection[Any] | None = None) -> None:

@@ -29,7 +29,9 @@ matched one ``LLM.chat`` call here: tiny model ~0.94-1.2x, SmolLM2 ~1.0x.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -39,7 +41,7 @@ import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
-from . import lifeline
+from . import lifeline, swap
 from . import options as engine_options
 from .base import EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
 from .serving import ABORTED, DEAD, LoadedServing, error_body, open_serving
@@ -78,6 +80,12 @@ class VllmEngine:
         self.log_stats = False
         self._base_env = {key: os.environ.get(key) for key in engine_options.ENV_OPTIONS.values()}
         self._tasks_prime: asyncio.Task[Any] | None = None
+        # Resident bytes of each model's engine processes as measured in this process
+        # (see swap.py), and the threads still reaping retired engines.
+        self.footprints: dict[str, int] = {}
+        self._reapers: list[threading.Thread] = []
+        self.last_overlap: tuple[bool, str] | None = None  # the last swap's decision, and why
+        self.overlap_swaps = True  # False: a swap always waits for the old engine (BATCHSITE_SWAP_OVERLAP=off)
 
     # ------------------------------------------------------------------ state
     @property
@@ -134,7 +142,7 @@ class VllmEngine:
                 logger.info("model %s already loaded; reusing the engine", spec.name)
                 return
             if self._serving is not None:
-                self.unload()
+                self.unload(next=spec)
             self._dead = None
             # Before vLLM starts any process: its processes must die with this one.
             lifeline.tie_children()
@@ -171,14 +179,37 @@ class VllmEngine:
                 raise ModelLoadError(_load_error_message(spec, exc)) from exc
             self._spec = spec
             self.last_load_seconds = time.monotonic() - started
-            logger.info("loaded model %s in %.1fs", spec.name, self.last_load_seconds)
+            self.footprints[spec.name] = swap.footprint(self._serving.engine_pids)
+            logger.info(
+                "loaded model %s in %.1fs (engine processes: %.2f GiB resident)",
+                spec.name,
+                self.last_load_seconds,
+                self.footprints[spec.name] / 2**30,
+            )
 
-    def unload(self) -> None:
+    def unload(self, next: ModelSpec | None = None) -> None:
+        """Shut the engine down. With ``next`` (a swap), return as soon as the next model may
+        load: at once, with the old engine's processes exiting in the background, when the
+        memory allows both for a while (swap.py); after they exited otherwise."""
         with self._lock:
             serving, spec = self._serving, self._spec
+            if serving is not None and spec is not None and next is not None and self._dead is None:
+                gpu = engine_options.has_gpu()
+                self.footprints[spec.name] = max(self.footprints.get(spec.name, 0), swap.footprint(serving.engine_pids))
+                expected = swap.expected_footprint(next.name, self.footprints)
+                if self.overlap_swaps:
+                    overlap, why = self.last_overlap = swap.may_overlap(gpu, expected, swap.available_memory())
+                else:
+                    overlap, why = self.last_overlap = False, "BATCHSITE_SWAP_OVERLAP=off"
+                logger.info("swap %s -> %s: %s (%s)", spec.name, next.name, "overlapped" if overlap else "in turn", why)
+                if overlap:
+                    self._retire_in_background(serving, spec)
+                    return
             self._serving = self._spec = None
             if serving is None:
                 self._stop_loop()
+                if next is None:
+                    self.wait_retired()
                 return
             started = time.monotonic()
             if self._dead is not None:
@@ -197,6 +228,43 @@ class VllmEngine:
             _trim_malloc()
             self.last_unload_seconds = time.monotonic() - started
             logger.info("unloaded model %s in %.1fs", spec.name if spec else "?", self.last_unload_seconds)
+            if next is None:
+                self.wait_retired()
+
+    def _retire_in_background(self, serving: LoadedServing, spec: ModelSpec) -> None:
+        """Detach the engine (its loop and thread too: the next load gets new ones) and
+        shut it down on a thread of its own."""
+        loop, thread = self._loop, self._thread
+        self._serving = self._spec = None
+        self._loop = self._thread = None
+        self.last_unload_seconds = 0.0
+
+        def retire() -> None:
+            started = time.monotonic()
+            try:
+                if loop is not None:
+                    asyncio.run_coroutine_threadsafe(serving.aclose(), loop).result(300)
+            except Exception:
+                logger.exception("error while shutting down the engine for %s", spec.name)
+            serving.reap_processes()
+            if loop is not None and thread is not None:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=30)
+                if not thread.is_alive():
+                    loop.close()
+            gc.collect()
+            _trim_malloc()
+            logger.info("engine of %s exited in %.1fs, in the background", spec.name, time.monotonic() - started)
+
+        reaper = threading.Thread(target=retire, name=f"vllm-retire-{spec.name}", daemon=True)
+        self._reapers = [t for t in self._reapers if t.is_alive()] + [reaper]
+        reaper.start()
+
+    def wait_retired(self, timeout: float = 300) -> None:
+        """Until every engine retired in the background has exited."""
+        for reaper in list(self._reapers):
+            reaper.join(timeout)
+        self._reapers = [t for t in self._reapers if t.is_alive()]
 
     # --------------------------------------------------------------------- run
     def abort(self, tags: Collection[Any] | None = None) -> None:
@@ -226,19 +294,24 @@ class VllmEngine:
         results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         window = self.window
         source = iter(requests)
-        in_flight = 0
+        in_flight = 0  # submitted and not yet yielded (those in ``ready`` included)
+        ready: collections.deque[Any] = collections.deque()
         exhausted = False
         prime = self._start_primed(loop, serving, results) if self.prime_start else None
         try:
             while True:
-                while not exhausted and in_flight < window and not self._abort.is_set():
+                # Results come per engine step, many at once: take all that are there,
+                # then refill the window in one hand-over to the loop (one wake-up of
+                # its thread per step, not one per request).
+                batch: list[EngineRequest] = []
+                while not exhausted and in_flight + len(batch) < window and not self._abort.is_set():
                     try:
-                        request = next(source)
+                        batch.append(next(source))
                     except StopIteration:
                         exhausted = True
-                        break
-                    self._submit(loop, serving, request, results)
-                    in_flight += 1
+                if batch:
+                    self._submit(loop, serving, batch, results)
+                    in_flight += len(batch)
                     if prime is not None:
                         prime.submitted = in_flight
                 if prime is not None:
@@ -246,12 +319,16 @@ class VllmEngine:
                     prime = None
                 if in_flight == 0:
                     return
-                item = self._next_result(results, serving)
-                in_flight -= 1
-                if item is DEAD:
-                    raise EngineDeadError(f"the vLLM engine for {self.loaded_model} died")
-                yield item
+                if not ready:
+                    self._take_results(results, serving, ready)
+                while ready:
+                    item = ready.popleft()
+                    in_flight -= 1
+                    if item is DEAD:
+                        raise EngineDeadError(f"the vLLM engine for {self.loaded_model} died")
+                    yield item
         finally:
+            in_flight -= len(ready)
             if in_flight:
                 # Closed early (consumer stopped, abort, engine death): cancel
                 # what is left so the engine does not keep working for nobody.
@@ -307,28 +384,37 @@ class VllmEngine:
         self,
         loop: asyncio.AbstractEventLoop,
         serving: LoadedServing,
-        request: EngineRequest,
+        requests: list[EngineRequest],
         results: queue.SimpleQueue[Any],
     ) -> None:
+        def done(request: EngineRequest, t: asyncio.Task[Any]) -> None:
+            self._tasks.pop(t, None)
+            if t.cancelled() or (t.exception() is None and t.result() is ABORTED):
+                results.put(EngineResult.aborted_for(request))
+            elif (exc := t.exception()) is not None:
+                logger.error("engine task failed for %s", request.custom_id, exc_info=exc)
+                results.put(DEAD if serving.client.errored else _internal_error(request, exc))
+            else:
+                results.put(t.result())
+
         def start() -> None:
-            task = loop.create_task(serving.handle(request))
-            self._tasks[task] = request.tag
-            if self._abort.is_set():
-                task.cancel()
-
-            def done(t: asyncio.Task[Any]) -> None:
-                self._tasks.pop(t, None)
-                if t.cancelled() or (t.exception() is None and t.result() is ABORTED):
-                    results.put(EngineResult.aborted_for(request))
-                elif (exc := t.exception()) is not None:
-                    logger.error("engine task failed for %s", request.custom_id, exc_info=exc)
-                    results.put(DEAD if serving.client.errored else _internal_error(request, exc))
-                else:
-                    results.put(t.result())
-
-            task.add_done_callback(done)
+            for request in requests:
+                task = loop.create_task(serving.handle(request))
+                self._tasks[task] = request.tag
+                if self._abort.is_set():
+                    task.cancel()
+                task.add_done_callback(functools.partial(done, request))
 
         loop.call_soon_threadsafe(start)
+
+    def _take_results(self, results: queue.SimpleQueue[Any], serving: LoadedServing, into: Any) -> None:
+        """Wait for one result, then take every other one already there."""
+        into.append(self._next_result(results, serving))
+        while True:
+            try:
+                into.append(results.get_nowait())
+            except queue.Empty:
+                return
 
     def _next_result(self, results: queue.SimpleQueue[Any], serving: LoadedServing) -> Any:
         while True:

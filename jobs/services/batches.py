@@ -18,11 +18,11 @@ from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, 
 from jobs.models.clock import Now
 from jobs.models.ids import could_be_id
 from jobs.services import files as file_service
-from jobs.services import lifecycle
+from jobs.services import lifecycle, validation_child
 from jobs.services.expiry import expire_overdue
 from jobs.services.results import finalize
 from jobs.services.safe_json import has_lone_surrogate, shown
-from jobs.services.validation import ValidationResult, validate_input
+from jobs.services.validation import Catalog, ValidationResult
 from jobs.services.webhook_urls import check_webhook_url
 
 # Any constant works: it only has to be the same number in every process.
@@ -135,8 +135,9 @@ def _lock_queue() -> None:
 
 
 def _validate(input_file: File, req: BatchRequest) -> ValidationResult:
+    catalog = Catalog.load()
     with file_service.open_content(input_file) as fh:
-        return validate_input(fh, req.endpoint, req.model, settings.BATCHSITE)
+        return validation_child.validate(fh, input_file.bytes, req.endpoint, req.model, settings.BATCHSITE, catalog)
 
 
 def create_batch(owner: Any, input_file_id: str, req: BatchRequest) -> Batch:

@@ -11,7 +11,6 @@ whatever results could still be assembled.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -19,6 +18,7 @@ import shutil
 import time
 from typing import IO, Any
 
+import orjson
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -30,7 +30,7 @@ from jobs import storage
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, File, FilePurpose
 from jobs.models.clock import Now
 from jobs.services import files as file_service
-from jobs.services import parts, queue
+from jobs.services import jsonl, parts, queue
 from jobs.services.jsonl import iter_lines
 from jobs.services.lifecycle import end_batch, error_list, mark_failing
 
@@ -44,18 +44,31 @@ FINALIZE_PAUSE_SECONDS = float(os.environ.get("BATCHSITE_TEST_FINALIZE_PAUSE", "
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def result_line(custom_id: str, status_code: int, request_id: str, body: Any) -> bytes:
-    """OpenAI's output line; a 4xx body {"error": ...} goes to the error file with the same shape."""
-    return _dumps(
-        {
-            "id": "batch_req_" + secrets.token_hex(12),
-            "custom_id": custom_id,
-            "response": {"status_code": status_code, "request_id": request_id, "body": body},
-            "error": None,
-        }
+    """OpenAI's output line; a 4xx body {"error": ...} goes to the error file with the same shape.
+
+    ``body`` is a dict, or its JSON already encoded (as the engine hands vLLM's bodies
+    over), which goes into the line as it is: this runs once per request, and
+    decoding and encoding an embedding's floats again cost more than the engine did.
+    """
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return b"".join(
+        (
+            b'{"id":"batch_req_',
+            secrets.token_hex(12).encode(),
+            b'","custom_id":',
+            orjson.dumps(custom_id),
+            b',"response":{"status_code":',
+            b"%d" % status_code,
+            b',"request_id":',
+            orjson.dumps(request_id),
+            b',"body":',
+            raw,
+            b'},"error":null}\n',
+        )
     )
 
 
@@ -141,7 +154,7 @@ class _Assembly:
                 requests = (line for line in lines if line.data is not None and not line.blank)
                 for seq, line in enumerate(requests):
                     if seq not in done:
-                        self.err.write(error_line(json.loads(line.data)["custom_id"], code, message))  # type: ignore[arg-type]
+                        self.err.write(error_line(jsonl.loads(line.data)["custom_id"], code, message))  # type: ignore[arg-type]
                         self.failed += 1
         except (OSError, File.DoesNotExist, ValueError) as exc:
             if not self.best_effort:

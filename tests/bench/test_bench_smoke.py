@@ -40,11 +40,15 @@ def test_ingest(tmp_path):
     result = run("ingest", "--lines", "300", "1000", tmp_path=tmp_path)
     assert [row["lines"] for row in result["rows"]] == [300, 1000]
     assert all(row["lines_s"] > 0 and row["bare_parse_lines_s"] > 0 for row in result["rows"])
+    assert all(row["ratio_vs_orjson"] > 0 and row["create_vs_bare"] > 0 for row in result["rows"])
 
 
 def test_api_load(tmp_path):
-    result = run("api_load", "--clients", "4", "--seconds", "2", "--batches", "3", tmp_path=tmp_path)
+    result = run(
+        "api_load", "--clients", "4", "--seconds", "3", "--batches", "3", "--upload-mb", "1", tmp_path=tmp_path
+    )
     assert result["requests"] > 0 and result["errors"] == 0
+    assert result["upload"]["seconds"] > 0 and result["validation"]["seconds"] > 0
 
 
 def test_claim_scaling(tmp_path):

@@ -416,6 +416,24 @@ def test_completion_bodies_equal_api_server(engine: Any, smol_spec: ModelSpec, r
 
 
 # ---------------------------------------------------------------- MiniLM
+def test_a_swap_loads_the_next_model_while_the_old_engine_exits(
+    engine: Any, smol_spec: ModelSpec, minilm_spec: ModelSpec
+) -> None:
+    """SmolLM2 -> MiniLM with room for both (24 GiB, ~7 GiB an engine): the load starts at once,
+    the old engine's processes exit in the background, and none survives."""
+    engine.load(smol_spec)  # loaded already by the tests above
+    old = {p.pid for p in engine_children()}
+    engine.load(minilm_spec)
+    overlapped, why = engine.last_overlap
+    assert overlapped, why
+    assert engine.last_unload_seconds == 0.0
+    result = run_all(engine, [EngineRequest("e", EMBEDDINGS, {"model": minilm_spec.name, "input": "hello"})])["e"]
+    assert result.status_code == 200 and len(result.body["data"][0]["embedding"]) == 384
+    engine.wait_retired()
+    assert not any(p.pid in old for p in engine_children()), "old engine processes survive"
+    assert engine.footprints[smol_spec.name] > 0 and engine.footprints[minilm_spec.name] > 0
+
+
 def test_embeddings_match_sentence_transformers(engine: Any, minilm_spec: ModelSpec, minilm_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
