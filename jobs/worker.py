@@ -401,18 +401,14 @@ class GpuWorker:
         run.abandoned = True  # nothing more to do with it, whatever happens below
         if not queue.report_progress(chunk, self.id, run.total_completed, run.total_failed):
             log.warning("chunk %s was taken from this worker; dropping its results", chunk)
+            run.part.discard()
             return
         part = None
-        if run.seqs:
-            part = parts.write(
-                chunk.batch_id,
-                chunk.index,
-                chunk.fence,
-                run.sorted_output(),
-                run.sorted_errors(),
-                run.seqs,
-                run.usage,
-            )
+        try:
+            if run.seqs:
+                part = run.part.commit(run.seqs, run.usage)
+        finally:
+            run.part.discard()  # an error storing it leaves no half part (no-op after a commit)
         if run.stopped or run.all_done:
             kept = queue.end_chunk(chunk, self.id, part, cut_short=run.stopped and not run.all_done)
         else:

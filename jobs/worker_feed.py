@@ -41,7 +41,7 @@ class FeedOwner(Protocol):
 
 
 class ChunkRun:
-    """One claim of a chunk: its results as they arrive, kept in memory until its part is written.
+    """One claim of a chunk: its results, written to its part as they arrive.
 
     Each line fed to the engine ends in exactly one outcome: a result (kept) or
     an abort (not kept: the line did not run). Lines that earlier claims
@@ -61,8 +61,7 @@ class ChunkRun:
         self.failed = 0
         self.aborted = 0
         self.usage: dict[str, int] = {}
-        self.output: list[tuple[int, bytes]] = []
-        self.errors: list[tuple[int, bytes]] = []
+        self.part = parts.PartWriter(chunk.batch_id, chunk.index, chunk.fence)
         self.seqs: list[int] = []  # the lines this claim finished
         self.stopped = False  # cancelled or expired: keep what ran, skip the rest
         self.abandoned = False  # closed, released, or taken by another worker
@@ -86,11 +85,11 @@ class ChunkRun:
 
     def add(self, seq: int, result: EngineResult) -> None:
         line = results.result_line(result.custom_id, result.status_code, result.request_id, result.payload)
-        if 200 <= result.status_code < 300:
-            self.output.append((seq, line))
+        ok = 200 <= result.status_code < 300
+        self.part.add(line, ok)
+        if ok:
             self.completed += 1
         else:
-            self.errors.append((seq, line))
             self.failed += 1
         results.add_usage(self.usage, result.usage)
         self.seqs.append(seq)
@@ -100,11 +99,10 @@ class ChunkRun:
         self.aborted += 1
         self.outcomes += 1
 
-    def sorted_output(self) -> list[bytes]:
-        return [line for _, line in sorted(self.output, key=lambda item: item[0])]
-
-    def sorted_errors(self) -> list[bytes]:
-        return [line for _, line in sorted(self.errors, key=lambda item: item[0])]
+    def abandon(self) -> None:
+        """Taken by another worker (or closed): nothing more is written, and an unstored part is dropped."""
+        self.abandoned = True
+        self.part.discard()
 
 
 def read_requests(run: ChunkRun, source: BinaryIO, model: str) -> Iterator[EngineRequest]:
@@ -241,7 +239,7 @@ class Feeder:
         lost = []
         for run in live:
             if not queue.report_progress(run.chunk, self.worker.id, run.total_completed, run.total_failed):
-                run.abandoned = True
+                run.abandon()
                 lost.append(run)
         if lost:
             self.worker.abort_requests(self.tags_of(lost))

@@ -18,14 +18,17 @@ the lines no recorded part holds (``done`` below), so no line runs twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 
 from jobs import storage
 
@@ -117,12 +120,6 @@ def names(batch_id: str, index: int, fence: int) -> tuple[str, str]:
     return f"{stem}.out.jsonl", f"{stem}.err.jsonl"
 
 
-def _write(name: str, lines: list[bytes]) -> None:
-    with storage.writer(default_storage, name) as out:
-        for line in lines:
-            out.write(line)
-
-
 def open_part(name: str) -> Any:
     """A part file, streamed from the store."""
     return default_storage.open(name, "rb")
@@ -131,6 +128,98 @@ def open_part(name: str) -> Any:
 def delete_batch(batch_id: str) -> None:
     """Every part file of a batch (once its output is published, or it ended without one)."""
     storage.delete_folder(default_storage, f"{PREFIX}/{batch_id}")
+
+
+class PartWriter:
+    """A claim's part, written to the store line by line as results arrive.
+
+    A chunk's results never pile up in the worker's memory (5,000 embeddings
+    are ~22 MiB of JSON): each line goes to the part's output or error stream
+    as it comes, buffered. On a local store that stream is the part's own temp
+    file, fsynced and renamed into place at ``commit``. On object storage the
+    lines are spooled to a local temp file and uploaded at ``commit``: an open
+    multipart upload holds a whole upload part (8 MiB, S3's minimum is 5) per
+    stream in memory, more than the results themselves, for as long as the
+    chunk runs. Lines are in the order they finished, not the input's: like
+    OpenAI's, our output is matched to the input by ``custom_id``. Nothing is
+    visible under the part's names until ``commit``; ``discard`` leaves
+    nothing behind.
+    """
+
+    def __init__(self, batch_id: str, index: int, fence: int) -> None:
+        self.batch_id, self.index, self.fence = batch_id, index, fence
+        self.completed = 0
+        self.failed = 0
+        self._stack: contextlib.ExitStack | None = None
+        self._out: IO[bytes] | None = None
+        self._err: IO[bytes] | None = None
+
+    def _open(self) -> None:
+        stack = contextlib.ExitStack()
+        in_place = isinstance(default_storage, FileSystemStorage)
+        try:
+            streams = []
+            for name in names(self.batch_id, self.index, self.fence):
+                if in_place:
+                    streams.append(stack.enter_context(storage.writer(default_storage, name)))
+                else:
+                    streams.append(stack.enter_context(_spooled(name)))
+            self._out, self._err = streams
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+
+    def add(self, line: bytes, ok: bool) -> None:
+        if self._stack is None:
+            self._open()
+        if ok:
+            self._out.write(line)  # type: ignore[union-attr]
+            self.completed += 1
+        else:
+            self._err.write(line)  # type: ignore[union-attr]
+            self.failed += 1
+
+    @property
+    def empty(self) -> bool:
+        return self._stack is None
+
+    def commit(self, seqs: Iterable[int], usage: dict[str, int]) -> Part:
+        """Store both files (each whole or not at all); the caller records the part on the
+        chunk, or discards it if it lost the chunk meanwhile."""
+        if PART_PAUSE_SECONDS:
+            log.warning("test hook: holding the part of %s#%d for %.1fs", self.batch_id, self.index, PART_PAUSE_SECONDS)
+            time.sleep(PART_PAUSE_SECONDS)
+        if self._stack is None:
+            self._open()
+        stack, self._stack = self._stack, None
+        assert stack is not None
+        stack.close()
+        return Part(self.fence, self.completed, self.failed, as_ranges(seqs), dict(usage))
+
+    def discard(self) -> None:
+        """Drop what was written: nothing is stored (a claim taken by another worker)."""
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        # Closing the writers with an exception is how they abort (temp file
+        # removed, multipart upload aborted).
+        with contextlib.suppress(_Discarded):
+            stack.__exit__(_Discarded, _Discarded(), None)
+
+
+@contextlib.contextmanager
+def _spooled(name: str) -> Iterator[IO[bytes]]:
+    """A local temp file, uploaded to the store under ``name`` when the block ends without error."""
+    with tempfile.TemporaryFile() as spool:
+        yield spool
+        spool.seek(0)
+        with storage.writer(default_storage, name) as out:
+            shutil.copyfileobj(spool, out, storage.READ_BUFFER)
+
+
+class _Discarded(Exception):
+    """Thrown into a part's writers to abort them."""
 
 
 def write(
@@ -142,14 +231,13 @@ def write(
     seqs: Iterable[int],
     usage: dict[str, int],
 ) -> Part:
-    """Write a claim's part; the caller records it on the chunk (or discards it if it lost the chunk)."""
-    if PART_PAUSE_SECONDS:
-        log.warning("test hook: holding the part of %s#%d for %.1fs", batch_id, index, PART_PAUSE_SECONDS)
-        time.sleep(PART_PAUSE_SECONDS)
-    out_name, err_name = names(batch_id, index, fence)
-    _write(out_name, output)
-    _write(err_name, errors)
-    return Part(fence, len(output), len(errors), as_ranges(seqs), dict(usage))
+    """Write a whole part at once (finalize's tests and tools; the worker streams with PartWriter)."""
+    writer = PartWriter(batch_id, index, fence)
+    for line in output:
+        writer.add(line, ok=True)
+    for line in errors:
+        writer.add(line, ok=False)
+    return writer.commit(seqs, usage)
 
 
 def discard(batch_id: str, index: int, fence: int) -> None:

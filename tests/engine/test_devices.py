@@ -51,7 +51,7 @@ def test_process_memory_counts_the_engine_child_processes():
         [
             "sh",
             "-c",
-            f"{sys.executable} -c \"import sys, time; b = bytearray(150 * 2**20); "
+            f'{sys.executable} -c "import sys, time; b = bytearray(150 * 2**20); '
             "sys.stdout.write('x'); sys.stdout.flush(); time.sleep(60)\" & wait",
         ],
         stdout=subprocess.PIPE,
