@@ -7,6 +7,7 @@ Every script prints a small table and can write JSON (--json PATH).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -146,6 +147,9 @@ def fresh_database_url(tag: str) -> str | None:
     return f"{base}/{name}"
 
 
+_stacks = itertools.count()
+
+
 class Stack:
     """A private batchsite: its own data dir and database, started like bin/start does."""
 
@@ -160,6 +164,9 @@ class Stack:
             "DJANGO_SETTINGS_MODULE": "batchsite.settings",
             **(env or {}),
         }
+        # On PostgreSQL a stack never shares the database DATABASE_URL names (a test
+        # session's or another run's rows would count against its queue limits).
+        database_url = database_url or fresh_database_url(f"stack{next(_stacks)}")
         if database_url:
             self.env["DATABASE_URL"] = database_url
         self.processes: list[subprocess.Popen[Any]] = []
