@@ -182,6 +182,18 @@ class GpuWorker:
         finally:
             connection.close()
 
+    def set_state(self, state: str) -> None:
+        """Change state and publish it (with the loaded model) at once, not at the next
+        heartbeat: the queue plan reads it, and a worker still shown `loading` seconds
+        after its load made every ETA behind it count that load again."""
+        if state == self.state:
+            return
+        self.state = state
+        try:
+            queue.heartbeat(self.id, state=state, loaded_model=self.engine.loaded_model or "")
+        except DATABASE_ERRORS as exc:
+            log.warning("could not publish state %s now (the heartbeat will): %s", state, exc)
+
     def beat(self) -> None:
         loaded = self.engine.loaded_model or ""
         stats = device_stats(self.devices.monitored if self.devices else self.device)
@@ -263,7 +275,7 @@ class GpuWorker:
         except ModelLoadError as exc:
             self.load_failed(chunk, spec, str(exc))
             return
-        self.state = WorkerState.RUNNING
+        self.set_state(WorkerState.RUNNING)
         feeder = self.feeder = Feeder(self, chunk, spec.name)
         try:
             self.pump(feeder, spec)
@@ -285,12 +297,12 @@ class GpuWorker:
         finally:
             feeder.close()
             self.feeder = None
-            self.state = WorkerState.IDLE
+            self.set_state(WorkerState.IDLE)
 
     def load(self, spec: ModelSpec) -> None:
         if self.engine.loaded_model == spec.name and self.spec == spec:
             return
-        self.state = WorkerState.LOADING
+        self.set_state(WorkerState.LOADING)
         began = time.monotonic()
         previous = self.engine.loaded_model or ""
         if previous:
@@ -317,7 +329,7 @@ class GpuWorker:
     def load_failed(self, chunk: Chunk, spec: ModelSpec, message: str) -> None:
         """Hand the chunk back untouched and back off from the model; fail its batch
         only if the failure is deterministic (the same everywhere, again and again)."""
-        self.state = WorkerState.IDLE
+        self.set_state(WorkerState.IDLE)
         log.error("batch %s: model %s failed to load: %s", chunk.batch_id, spec.name, message)
         queue.release_chunk(chunk, self.id, count_attempt=False, reason=f"Its model failed to load here: {message}")
         if loads.record_failure(self.id, spec.name, message):
