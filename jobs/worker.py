@@ -182,7 +182,7 @@ class GpuWorker:
         finally:
             connection.close()
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: WorkerState) -> None:
         """Change state and publish it (with the loaded model) at once, not at the next
         heartbeat: the queue plan reads it, and a worker still shown `loading` seconds
         after its load made every ETA behind it count that load again."""
