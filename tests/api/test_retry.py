@@ -92,7 +92,7 @@ def test_the_filter_picks_lines_by_how_they_ended(client, models, upload, settin
     path = settings.UPLOAD_TMP_DIR / "err.jsonl"
     path.write_bytes(jsonl(error_lines))
     batch = Batch.objects.get(pk=original["id"])
-    error_file = file_service.save_generated(batch.owner, FilePurpose.BATCH_ERROR, "err.jsonl", str(path))
+    error_file = file_service.save_generated(batch.owner, FilePurpose.BATCH_OUTPUT, "err.jsonl", str(path))
     Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.CANCELLED, error_file=error_file)
 
     def retried(which: str) -> list[str]:
