@@ -74,6 +74,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: its x-request-id and log line cover every answer, the other middleware's too.
+    "jobs.api.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "jobs.api.errors.RefuseNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
