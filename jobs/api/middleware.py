@@ -11,8 +11,10 @@ import secrets
 import time
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from jobs.api.errors import error_body
+from jobs.chunked import REFUSED
 from jobs.services.safe_json import shown
 
 log = logging.getLogger("batchsite.requests")
@@ -66,3 +68,21 @@ class RequestIdMiddleware:
             getattr(user, "pk", None) if user is not None and user.is_authenticated else "-",
         )
         return response
+
+
+class ChunkedRefusalMiddleware:
+    """Answers a chunked body that ``jobs.chunked`` refused (past its limit, or broken)
+    before any view or CSRF check reads it: OpenAI's error under /v1, plain text elsewhere."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        refused = request.META.get(REFUSED)
+        if refused is None:
+            return self.get_response(request)
+        status, code, message = refused
+        if _is_api(request):
+            param = "file" if code == "file_too_large" else None
+            return JsonResponse(error_body(message, status, code, param), status=status)
+        return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
