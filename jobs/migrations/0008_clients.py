@@ -20,4 +20,9 @@ class Migration(migrations.Migration):
             name='purpose',
             field=models.CharField(choices=[('batch', 'Batch'), ('batch_output', 'Batch Output')], max_length=20),
         ),
+        migrations.AddField(
+            model_name='batch',
+            name='retry_of',
+            field=models.CharField(blank=True, max_length=64, null=True),
+        ),
     ]
