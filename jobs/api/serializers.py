@@ -31,7 +31,7 @@ class MetadataField(serializers.Field):
 
     def get_value(self, dictionary: Mapping[Any, Any]) -> Any:
         if html.is_html_input(dictionary):
-            pairs = bracket_pairs(dictionary, self.field_name)
+            pairs = bracket_pairs(dictionary, self.field_name or "metadata")
             if pairs is not None:
                 if self.field_name in dictionary:
                     raise _refused(f"give {self.field_name} as JSON text or as {self.field_name}[key] fields, not both")
