@@ -74,6 +74,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: its x-request-id and log line cover every answer, the other middleware's too.
+    "jobs.api.middleware.RequestIdMiddleware",
+    # A chunked body jobs.chunked refused (batchsite/wsgi.py) is answered before anything reads it.
+    "jobs.api.middleware.ChunkedRefusalMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "jobs.api.errors.RefuseNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

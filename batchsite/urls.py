@@ -2,11 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
+from jobs.api.errors import not_found
 from jobs.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/", include("jobs.api.urls")),
+    # The API root itself: the JSON 404, not CommonMiddleware's redirect to /v1/ (which drops a POST's body).
+    path("v1", not_found),
     # The API reference, from /v1/openapi.json: Redoc to read, Swagger UI to try requests.
     path("docs/", SpectacularRedocView.as_view(url_name="openapi-schema"), name="api-docs"),
     path("docs/swagger/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-swagger"),

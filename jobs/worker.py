@@ -455,5 +455,4 @@ class GpuWorker:
 
 
 def poison_result(request: EngineRequest) -> EngineResult:
-    body = {"error": {"message": POISON_MESSAGE, "type": "InternalServerError", "param": None, "code": 500}}
-    return EngineResult(request.custom_id, 500, body, "", None, request.tag)
+    return EngineResult(request.custom_id, 500, {}, "", None, request.tag, failure=("engine_crashed", POISON_MESSAGE))

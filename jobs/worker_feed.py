@@ -84,7 +84,10 @@ class ChunkRun:
         return self.base_failed + self.failed
 
     def add(self, seq: int, result: EngineResult) -> None:
-        line = results.result_line(result.custom_id, result.status_code, result.request_id, result.payload)
+        if result.failure is not None:
+            line = results.error_line(result.custom_id, *result.failure)
+        else:
+            line = results.result_line(result.custom_id, result.status_code, result.request_id, result.payload)
         ok = 200 <= result.status_code < 300
         self.part.add(line, ok)
         if ok:

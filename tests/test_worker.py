@@ -59,16 +59,23 @@ def test_a_batch_runs_to_completed_with_every_line_once_in_input_order(client, m
     assert Worker.objects.get().state == "stopped"
 
 
-def test_failed_lines_go_to_the_error_file(client, models, upload):
+def test_failed_lines_go_to_the_error_file_in_openai_error_shape(client, models, upload):
+    from openai.types.shared import ErrorObject
+
     lines = [chat_line(i) for i in range(5)]
     lines[2]["body"]["sim_fail"] = 400
+    lines[3]["body"]["sim_fail"] = 503
     batch_id = make_batch(client, upload, lines)
     drain()
     batch = client.get(f"/v1/batches/{batch_id}").json()
-    assert batch["request_counts"] == {"total": 5, "completed": 4, "failed": 1}
-    errors = read_file(batch["error_file_id"])
-    assert [e["custom_id"] for e in errors] == ["req-2"]
-    assert errors[0]["response"]["status_code"] == 400 and errors[0]["error"] is None
+    assert batch["request_counts"] == {"total": 5, "completed": 3, "failed": 2}
+    errors = {e["custom_id"]: e for e in read_file(batch["error_file_id"])}
+    assert sorted(errors) == ["req-2", "req-3"]
+    for cid, status, kind in (("req-2", 400, "invalid_request_error"), ("req-3", 503, "server_error")):
+        line = errors[cid]
+        assert line["response"]["status_code"] == status and line["error"] is None
+        error = ErrorObject.model_validate(line["response"]["body"]["error"], strict=True)
+        assert error.type == kind and error.code is None and error.message == "simulated failure"
 
 
 def test_a_line_that_kills_the_engine_fails_alone(client, models, upload, limits):
@@ -82,8 +89,8 @@ def test_a_line_that_kills_the_engine_fails_alone(client, models, upload, limits
     assert batch["request_counts"] == {"total": 10, "completed": 9, "failed": 1}
     errors = read_file(batch["error_file_id"])
     assert [e["custom_id"] for e in errors] == ["req-5"]
-    assert errors[0]["response"]["status_code"] == 500
-    assert "crashed" in errors[0]["response"]["body"]["error"]["message"]
+    assert errors[0]["response"] is None and errors[0]["error"]["code"] == "engine_crashed"
+    assert "crashed" in errors[0]["error"]["message"]
 
 
 def test_a_model_that_fails_to_load_fails_its_batch_and_the_worker_goes_on(client, models, upload, settings):

@@ -20,6 +20,7 @@ from django.core.exceptions import (
     TooManyFilesSent,
 )
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -183,12 +184,25 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/v1/") or request.path == "/v1"
 
 
+# OpenAI's online endpoints, which clients point here by mistake: this server runs them as batch lines.
+ONLINE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
+
+
+def _not_found_message(request: HttpRequest) -> str:
+    path = request.path.rstrip("/")
+    if path in ONLINE_PATHS:
+        return (
+            f"Unknown request URL: {request.method} {request.path}. This server runs {path} requests as lines "
+            "of a batch, not online: upload a JSONL file of them (POST /v1/files, purpose 'batch') and create "
+            f"a batch with POST /v1/batches (endpoint '{path}')."
+        )
+    return f"Unknown request URL: {request.method} {request.path}."
+
+
+@csrf_exempt  # every method gets the JSON 404, not Django's HTML CSRF page (no API request carries a token)
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse(
-            error_body(f"Unknown request URL: {request.method} {request.path}.", 404, "unknown_url"),
-            status=404,
-        )
+        return JsonResponse(error_body(_not_found_message(request), 404, "unknown_url"), status=404)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception or Http404())

@@ -302,6 +302,11 @@ class BatchObject(serializers.Serializer):
         allow_null=True,
         help_text="Delivery of the batch's event to webhook_url; null without a webhook_url.",
     )
+    retry_of = ext(
+        serializers.CharField,
+        allow_null=True,
+        help_text="The batch this one retries (POST /v1/batches/{id}/retry); null for any other batch.",
+    )
 
 
 class BatchList(serializers.Serializer):
@@ -343,7 +348,8 @@ BATCH_CREATE = {
     },
     "multipart/form-data": {
         "type": "object",
-        "description": f"Upload and create in one call. ({EXTENSION})",
+        "description": f"Upload and create in one call. ({EXTENSION}) Metadata goes as metadata[key]=value "
+        "fields (as the openai SDKs send it), or as JSON text in one metadata field.",
         "properties": {
             "file": {"type": "string", "format": "binary"},
             "model": {"type": "string", "minLength": 1},

@@ -30,6 +30,12 @@ class MetadataField(serializers.Field):
         super().__init__(**kwargs)
 
     def get_value(self, dictionary: Mapping[Any, Any]) -> Any:
+        if html.is_html_input(dictionary):
+            pairs = bracket_pairs(dictionary, self.field_name or "metadata")
+            if pairs is not None:
+                if self.field_name in dictionary:
+                    raise _refused(f"give {self.field_name} as JSON text or as {self.field_name}[key] fields, not both")
+                return pairs  # checked as any metadata object is (batches.check_metadata)
         value = super().get_value(dictionary)
         if html.is_html_input(dictionary) and isinstance(value, str):
             return _FormText(value)
@@ -43,7 +49,33 @@ class MetadataField(serializers.Field):
         try:
             return safe_json.loads(data)
         except safe_json.JsonRefused as exc:
-            raise ApiError(f"metadata {exc.message}.", code="invalid_metadata", param="metadata") from None
+            raise _refused(exc.message) from None
 
     def to_representation(self, value: Any) -> Any:
         return value
+
+
+def _refused(message: str) -> ApiError:
+    return ApiError(f"metadata {message}.", code="invalid_metadata", param="metadata")
+
+
+def bracket_pairs(form: Any, name: str) -> dict[str, str] | None:
+    """``name[key]=value`` form fields as a dict (None without any): how the openai
+    SDKs and ``curl -F 'metadata[project]=alpha'`` send an object in multipart.
+
+    A key sent twice, or nested (``name[a][b]``, an object where metadata holds
+    strings), is refused rather than silently narrowed to one value.
+    """
+    prefix = name + "["
+    pairs: dict[str, str] = {}
+    for field in form:
+        if not (field.startswith(prefix) and field.endswith("]")):
+            continue
+        key = field[len(prefix) : -1]
+        if "[" in key or "]" in key:
+            raise _refused(f"field {safe_json.shown(field)} is nested; metadata values are strings")
+        values = form.getlist(field) if hasattr(form, "getlist") else [form[field]]
+        if len(values) != 1:
+            raise _refused(f"key {safe_json.shown(key)} is sent {len(values)} times")
+        pairs[key] = values[0]
+    return pairs or None

@@ -48,6 +48,9 @@ class EngineResult:
     tag: Any = None
     # The request was aborted before it finished: no status or body, it did not run.
     aborted: bool = False
+    # batchsite failed the line itself (code, message), as when it crashes the engine
+    # every time: written as OpenAI writes such lines, response null and a top-level error.
+    failure: tuple[str, str] | None = None
 
     @property
     def body(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from .base import EngineRequest, EngineResult, ModelSpec
+from .errors import openai_error
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,8 @@ class LoadedServing:
             return ABORTED
         if status >= 500 and self.client is not None and self.client.errored:
             return DEAD  # an internal error because the engine died: not this line's fault
+        if status != 200:
+            payload = openai_error(status, payload)  # vLLM's message, OpenAI's vocabulary
         return EngineResult(
             custom_id=request.custom_id,
             status_code=status,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from jobs.engine.base import EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
+from jobs.engine.errors import openai_error
 
 
 @dataclass
@@ -159,9 +160,7 @@ class SimulatedEngine:
         status = int(body.get("sim_fail", 200))
         payload: dict[str, Any]
         if status != 200:
-            payload = {
-                "error": {"message": "simulated failure", "type": "BadRequestError", "param": None, "code": status}
-            }
+            payload = openai_error(status, "simulated failure")
             return EngineResult(request.custom_id, status, payload, request_id, None, request.tag)
         usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
         payload = {

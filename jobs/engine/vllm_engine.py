@@ -44,6 +44,7 @@ from typing import Any
 from . import lifeline, swap
 from . import options as engine_options
 from .base import EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
+from .errors import openai_error
 from .serving import ABORTED, DEAD, LoadedServing, error_body, open_serving
 
 logger = logging.getLogger(__name__)
@@ -432,7 +433,9 @@ def _internal_error(request: EngineRequest, exc: BaseException) -> EngineResult:
     from vllm.utils import random_uuid
 
     status, body = error_body(exc)
-    return EngineResult(request.custom_id, status, body, f"vllm-batch-{random_uuid()}", None, request.tag)
+    return EngineResult(
+        request.custom_id, status, openai_error(status, body), f"vllm-batch-{random_uuid()}", None, request.tag
+    )
 
 
 def _check_source(spec: ModelSpec) -> None:

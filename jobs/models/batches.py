@@ -69,6 +69,9 @@ class Batch(models.Model):
     # load): nothing more of it is claimed, and its finalize ends it failed.
     errors = models.JSONField(null=True, blank=True)
     metadata = models.JSONField(null=True, blank=True)
+    # The batch this one retries (POST /v1/batches/{id}/retry): kept here, not only in
+    # metadata, so a batch whose owner used all 16 metadata keys can still be retried.
+    retry_of = models.CharField(max_length=64, null=True, blank=True)
     usage = models.JSONField(null=True, blank=True)
     webhook_url = models.URLField(max_length=2048, blank=True)
     # OpenAI's output_expires_after: the output and error files expire this many

@@ -12,8 +12,9 @@ from jobs.models.ids import new_file_id
 
 class FilePurpose(models.TextChoices):
     BATCH = "batch"
+    # A batch's output and its error file alike, as OpenAI labels both (the SDKs' FileObject
+    # allows no other purpose for them, and files.list(purpose="batch_output") lists both).
     BATCH_OUTPUT = "batch_output"
-    BATCH_ERROR = "batch_error"
 
 
 class FileQuerySet(models.QuerySet["File"]):

@@ -38,6 +38,7 @@ class BatchRequest:
     webhook_url: str = ""
     # Seconds after which the output and error files expire (OpenAI's output_expires_after).
     output_expires_after: int | None = None
+    retry_of: str | None = None  # the batch this one retries (services/retry.py)
 
 
 def check_metadata(metadata: Any) -> dict[str, str] | None:
@@ -163,6 +164,7 @@ def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
         metadata=req.metadata,
         webhook_url=req.webhook_url,
         output_expires_after=req.output_expires_after,
+        retry_of=req.retry_of,
         created_at=now,
         endpoint=result.endpoint or req.endpoint or "",
         model=result.model or req.model or "",

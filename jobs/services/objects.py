@@ -76,6 +76,7 @@ def batch_object(batch: Batch, plan: scheduling.QueuePlan | None = None) -> dict
             "started_at": unix(batch.started_at),
             "webhook_url": batch.webhook_url or None,
             "webhook_status": webhook_status(batch),
+            "retry_of": batch.retry_of,
         }
     )
     return body

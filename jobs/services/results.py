@@ -228,7 +228,7 @@ def _publish(batch: Batch, assembly: _Assembly, out: tuple[str, str], err: tuple
     try:
         for (file_id, name), count, purpose, suffix in (
             (out, assembly.completed, FilePurpose.BATCH_OUTPUT, "output"),
-            (err, assembly.failed, FilePurpose.BATCH_ERROR, "error"),
+            (err, assembly.failed, FilePurpose.BATCH_OUTPUT, "error"),  # as OpenAI labels error files
         ):
             if not count:
                 default_storage.delete(name)

@@ -3,9 +3,10 @@ are in a finished batch's error file.
 
 The lines are copied byte for byte from the original input (not rebuilt from the
 error file, which holds results, not requests), in their input order, into a new
-input file; the new batch runs them like any other, with ``metadata.retry_of``
-naming the batch it retries. The API's ``POST /v1/batches/{id}/retry`` and the
-web page's Retry button both call ``retry_batch``.
+input file; the new batch runs them like any other. Its ``retry_of`` field names the
+batch it retries, and so does ``metadata.retry_of`` where the owner's 16 keys leave
+room. The API's ``POST /v1/batches/{id}/retry`` and the web page's Retry button both
+call ``retry_batch``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,17 @@ def _copy_lines(input_file: File, ids: set[str], out: Any) -> int:
     return copied
 
 
+def _with_retry_of(batch: Batch) -> dict[str, str] | None:
+    """The original's metadata with ``retry_of`` set (replaced, on a retry of a retry)
+    when it fits. The link is always the new batch's own ``retry_of`` field; this copy
+    is a convenience that must never make a legal batch unretryable: with all 16 keys
+    used by the owner, the metadata is theirs, unchanged."""
+    metadata = dict(batch.metadata or {})
+    if len(metadata) < 16 or "retry_of" in metadata:
+        metadata["retry_of"] = batch.id
+    return batch_service.check_metadata(metadata or None)
+
+
 def check_filter(which: Any) -> str:
     if which not in FILTERS:
         raise InvalidRequest(
@@ -99,7 +111,7 @@ def retry_batch(owner: Any, batch_id: str, which: str = "all") -> Batch:
         else:
             reason = "none of its lines failed"
         raise Conflict(f"Nothing to retry in batch {batch.id}: {reason}.", code="nothing_to_retry", param="batch_id")
-    metadata = batch_service.check_metadata({**(batch.metadata or {}), "retry_of": batch.id})
+    metadata = _with_retry_of(batch)
     ids = _error_ids(_available(owner, batch.error_file_id, "error file", batch), which)
     input_file = _available(owner, batch.input_file_id, "input file", batch)
     tmp_dir = Path(settings.UPLOAD_TMP_DIR)
@@ -123,6 +135,7 @@ def retry_batch(owner: Any, batch_id: str, which: str = "all") -> Batch:
         model=batch.model,
         webhook_url=batch.webhook_url,
         output_expires_after=batch.output_expires_after,
+        retry_of=batch.id,
     )
     try:
         return batch_service.create_batch(owner, new_input.id, request)

@@ -42,6 +42,7 @@ QUEUE_FIELDS = {
     "started_at",
     "webhook_url",
     "webhook_status",
+    "retry_of",
 }
 
 

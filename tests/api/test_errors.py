@@ -58,3 +58,36 @@ def test_a_host_not_allowed_is_a_json_400_under_v1_and_html_elsewhere(db):
     assert error["code"] == "invalid_host" and "ALLOWED_HOSTS" in error["message"]
     page = api.get("/admin/", HTTP_HOST="evil.example")
     assert page.status_code == 400 and not page["Content-Type"].startswith("application/json")
+
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("path", ["/v1", "/v1/nothing", "/v1/batches/batch_x/nothing", "/v1/%F0%9F%98%80/\u00e9"])
+@pytest.mark.parametrize("with_key", [True, False])
+def test_every_method_to_an_unknown_url_is_a_json_404_without_any_csrf_page(api_key, method, path, with_key):
+    # enforce_csrf_checks: as a real client, which never sends a CSRF token.
+    api = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {api_key}"} if with_key else {}
+    response = api.generic(method, path, b'{"model": "x"}', content_type="application/json", **headers)
+    assert response.status_code == 404, response.content
+    if method != "HEAD":
+        assert assert_openai_error(response, 404)["code"] == "unknown_url"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"])
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_online_endpoints_say_they_run_as_batch_lines(api_key, path, method):
+    api = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+    response = api.generic(method, path, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    error = assert_openai_error(response, 404)
+    assert error["code"] == "unknown_url" and "/v1/batches" in error["message"] and f"'{path}'" in error["message"]
+
+
+def test_a_session_post_to_an_unknown_api_url_is_json_too(client, user):
+    browser = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    browser.force_login(user)
+    response = browser.post("/v1/nowhere", {"a": "b"})
+    assert assert_openai_error(response, 404)["code"] == "unknown_url"

@@ -126,3 +126,31 @@ def test_a_50000_line_upload_does_not_grow_the_server_with_the_file(sdk, live_se
     print(f"server RSS growth for a {big.stat().st_size / 1e6:.0f} MB upload: {growth / 1e6:.1f} MB")
     assert growth < big.stat().st_size / 4
     assert json.loads(sdk.files.content(batch.input_file_id).read().splitlines()[-1])["custom_id"] == "req-49999"
+
+
+def test_request_ids_reach_the_sdk_and_a_final_refusal_is_sent_once(sdk, live_server_process, tmp_path):
+    import httpx
+
+    sent: list[str] = []
+    client = openai.OpenAI(
+        base_url=sdk.base_url,
+        api_key=sdk.api_key,
+        # The SDK's default retries (2), as a user runs it: a 409 would be sent three times.
+        http_client=httpx.Client(event_hooks={"request": [lambda request: sent.append(request.url.path)]}),
+    )
+    raw = client.batches.with_raw_response.list()
+    assert raw.headers["x-request-id"].startswith("req_") and raw.parse()._request_id == raw.headers["x-request-id"]
+    file = client.files.create(file=write(tmp_path, [b'{"custom_id": "a"}']).open("rb"), purpose="batch")
+    assert file._request_id and file._request_id.startswith("req_")
+    failed = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert failed.status == "failed"
+    sent.clear()
+    with pytest.raises(openai.ConflictError) as info:
+        client.batches.cancel(failed.id)
+    assert sent == [f"/v1/batches/{failed.id}/cancel"]  # x-should-retry: false, so no retry
+    assert info.value.request_id and info.value.request_id.startswith("req_")
+    assert info.value.code == "batch_not_cancellable"
+    with pytest.raises(openai.NotFoundError) as online:
+        client.chat.completions.create(model=CHAT_MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert online.value.code == "unknown_url" and "/v1/batches" in online.value.message
+    assert online.value.request_id and online.value.request_id != info.value.request_id

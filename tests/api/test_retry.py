@@ -92,7 +92,7 @@ def test_the_filter_picks_lines_by_how_they_ended(client, models, upload, settin
     path = settings.UPLOAD_TMP_DIR / "err.jsonl"
     path.write_bytes(jsonl(error_lines))
     batch = Batch.objects.get(pk=original["id"])
-    error_file = file_service.save_generated(batch.owner, FilePurpose.BATCH_ERROR, "err.jsonl", str(path))
+    error_file = file_service.save_generated(batch.owner, FilePurpose.BATCH_OUTPUT, "err.jsonl", str(path))
     Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.CANCELLED, error_file=error_file)
 
     def retried(which: str) -> list[str]:
@@ -178,13 +178,25 @@ def test_a_bad_filter_is_a_400_and_creates_nothing(client, models, upload, setti
     assert Batch.objects.count() == 1 and sorted(stored_files(settings)) == files_before
 
 
-def test_metadata_without_room_for_retry_of_is_a_400_and_stores_nothing(client, models, upload, settings):
-    original = create(client, upload, failing(2, {0}), metadata={f"k{i}": "v" for i in range(16)})
+def test_a_batch_with_all_16_metadata_keys_is_retryable_with_its_metadata_unchanged(client, models, upload):
+    metadata = {f"k{i}": "v" * 512 for i in range(16)}
+    original = create(client, upload, failing(2, {0}), metadata=metadata)
     drain()
-    files_before = sorted(stored_files(settings))
     response = retry(client, original["id"])
-    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_metadata"
-    assert Batch.objects.count() == 1 and sorted(stored_files(settings)) == files_before
+    assert response.status_code == 200, response.content
+    new = response.json()
+    assert new["metadata"] == metadata and new["retry_of"] == original["id"]
+    drain()
+    again = retry(client, new["id"]).json()  # a retry of that retry: still the owner's 16 keys
+    assert again["metadata"] == metadata and again["retry_of"] == new["id"]
+
+
+def test_retry_of_is_set_on_every_retry_and_null_elsewhere(client, models, upload):
+    original = create(client, upload, failing(2, {0}), metadata={"project": "eval"})
+    assert original["retry_of"] is None
+    drain()
+    new = retry(client, original["id"]).json()
+    assert new["retry_of"] == original["id"] and new["metadata"] == {"project": "eval", "retry_of": original["id"]}
 
 
 def test_a_retry_refused_by_the_queue_leaves_no_file(client, models, upload, limits, settings):

@@ -16,6 +16,7 @@ import pytest
 
 from jobs.engine import demo
 from jobs.engine.base import ModelSpec
+from jobs.engine.errors import openai_error
 from jobs.models import ApiKey
 from tests.live import LiveStack, wait_until
 
@@ -120,9 +121,11 @@ def test_a_responses_batch_gives_the_bodies_vllm_serve_gives(
         cid = line["custom_id"]
         status, body = theirs[cid]
         assert line["response"]["status_code"] == status, (cid, line, body)
-        assert_same_body(line["response"]["body"], body, cid, VOLATILE)
+        expected = body if status == 200 else openai_error(status, body)
+        assert_same_body(line["response"]["body"], expected, cid, VOLATILE)
     too_long = errors[0]["response"]["body"]["error"]
-    assert too_long["code"] == 400 and "maximum context length" in too_long["message"]
+    assert too_long["type"] == "invalid_request_error" and too_long["code"] is None
+    assert "maximum context length" in too_long["message"]
     for line in output:
         assert line["response"]["body"]["object"] == "response"
         assert line["response"]["body"]["status"] in ("completed", "incomplete")

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openai.types.shared import ErrorObject
 
 from jobs.engine.base import EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
+from jobs.engine.errors import openai_error
 
 from .conftest import MINILM_NAME, SMOL_NAME, Background, api_server_reference, run_batch_reference
 
@@ -262,8 +264,10 @@ def test_per_line_failures_do_not_fail_the_chunk(engine: Any, smol_spec: ModelSp
     for cid, status in {"too-long": 400, "max-tokens": 400, "bad-param": 400, "stream": 400, "wrong-url": 404}.items():
         r = results[cid]
         assert r.status_code == status, (cid, r.body)
+        # OpenAI's error object (the SDK's ErrorObject): a type word, a string or null code.
+        ErrorObject.model_validate(r.body["error"], strict=True)
         assert set(r.body["error"]) == {"message", "type", "param", "code"}
-        assert r.body["error"]["code"] == status and r.usage is None
+        assert r.body["error"]["type"] == "invalid_request_error" and r.usage is None
     assert "maximum context length is 2048 tokens" in results["too-long"].body["error"]["message"]
     assert results["bad-param"].body["error"]["param"] == "body.temperature"
     assert results["wrong-kind"].status_code >= 400
@@ -391,8 +395,9 @@ def assert_same_as_run_batch(ours: EngineResult, theirs: dict[str, Any]) -> None
         assert theirs["error"] is None
         assert_same_body(ours.body, response["body"], ours.custom_id)
     else:
-        # run_batch puts the error body in "error" and leaves the body empty; we follow OpenAI.
-        assert_same_body(ours.body, theirs["error"], ours.custom_id)
+        # run_batch puts the error body in "error" and leaves the body empty; we follow
+        # OpenAI: its message and param, in OpenAI's vocabulary (jobs/engine/errors.py).
+        assert_same_body(ours.body, openai_error(ours.status_code, theirs["error"]), ours.custom_id)
 
 
 def test_chat_bodies_equal_run_batch(engine: Any, smol_spec: ModelSpec, references: Any) -> None:
@@ -411,7 +416,7 @@ def test_completion_bodies_equal_api_server(engine: Any, smol_spec: ModelSpec, r
     for cid in COMPLETION_BODIES:
         status, body = theirs[cid]
         assert ours[cid].status_code == status, (cid, ours[cid].body, body)
-        assert_same_body(ours[cid].body, body, cid)
+        assert_same_body(ours[cid].body, body if status == 200 else openai_error(status, body), cid)
     assert {ours[c].status_code for c in ("too-long", "max-tokens", "bad-param", "bad-type")} == {400}
 
 

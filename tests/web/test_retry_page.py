@@ -73,3 +73,13 @@ def test_a_hostile_retry_filter_is_refused_in_plain_words(web, models, body):
 def test_retry_needs_a_post(web, models):
     batch_id = finished_with_failures(web, {0})
     assert web.get(f"/batches/{batch_id}/retry").status_code == 405
+
+
+def test_retry_from_the_page_works_for_a_batch_using_all_16_metadata_keys(web, models):
+    batch_id = finished_with_failures(web, {2})
+    metadata = {f"k{i}": "v" for i in range(16)}
+    Batch.objects.filter(pk=batch_id).update(metadata=metadata)  # as a batch created by the API with 16 keys
+    response = web.post(f"/batches/{batch_id}/retry", {"filter": "failed"})
+    assert response.status_code == 302, response.content
+    retried = Batch.objects.get(pk=response["Location"].rsplit("/", 1)[1])
+    assert retried.metadata == metadata and retried.retry_of == batch_id and retried.total == 1
