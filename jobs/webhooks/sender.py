@@ -17,9 +17,9 @@ from datetime import datetime
 
 import httpx
 from django.conf import settings
-from django.utils import timezone
 from standardwebhooks import Webhook
 
+from jobs.models.clock import db_now
 from jobs.services import webhook_secrets
 from jobs.webhooks import outbox, transport
 from jobs.webhooks.outbox import Claim, Outcome
@@ -106,7 +106,9 @@ class Sender:
 
     def post(self, webhook_id: str, url: str, body: str, owner_id: int) -> Outcome:
         """One attempt, never raising: what the receiver answered, or what went wrong."""
-        started_at = timezone.now()
+        # The database's clock, not this host's: the timestamp is signed, and
+        # receivers refuse one too far from their own (well-kept) clocks.
+        started_at = db_now()
         began = time.monotonic()
         timeout = settings.BATCHSITE_WEBHOOKS.timeout_seconds
 
@@ -149,5 +151,5 @@ class Sender:
             status_code=response.status_code,
             response=head.decode("utf-8", errors="replace"),
             error=error,
-            retry_after=outbox.parse_retry_after(response.headers.get("retry-after"), timezone.now()),
+            retry_after=outbox.parse_retry_after(response.headers.get("retry-after"), db_now()),
         )
