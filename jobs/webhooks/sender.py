@@ -19,8 +19,9 @@ import httpx
 from django.conf import settings
 from standardwebhooks import Webhook
 
+from jobs.errors import InvalidRequest
 from jobs.models.clock import db_now
-from jobs.services import webhook_secrets
+from jobs.services import webhook_secrets, webhook_urls
 from jobs.webhooks import outbox, transport
 from jobs.webhooks.outbox import Claim, Outcome
 
@@ -115,6 +116,11 @@ class Sender:
         def failed(error: str) -> Outcome:
             return Outcome(started_at, int((time.monotonic() - began) * 1000), error=error[:1000])
 
+        # The same normal form, and so the same host, that the create-time check saw.
+        try:
+            url = webhook_urls.normalize(url)
+        except InvalidRequest as exc:
+            return failed(f"refused by the SSRF guard: {exc}")
         # Outside the try: a database error is not a failed attempt (nothing
         # was sent); it reaches the housekeeper, and the lease runs out.
         secrets = webhook_secrets.signing_secrets(owner_id)
