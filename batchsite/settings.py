@@ -16,6 +16,7 @@ from batchsite.env import (
     read_webhook_settings,
     read_worker_settings,
     secret_key,
+    trusted_proxies,
 )
 
 env = Reader()
@@ -155,6 +156,12 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.number("BATCHSITE_LOGIN_COOLOFF_MINUTE
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "web/locked_out.html"
+# Behind a reverse proxy every client's REMOTE_ADDR is the proxy's, so a
+# lockout keyed on it would lock a user out for everyone. The client's address
+# comes from X-Forwarded-For only when the peer is one of these proxies
+# (jobs/web/client_ip.py); a header from anyone else is ignored.
+BATCHSITE_TRUSTED_PROXIES = trusted_proxies(env)
+AXES_CLIENT_IP_CALLABLE = "jobs.web.client_ip.client_ip"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
