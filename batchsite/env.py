@@ -241,10 +241,20 @@ class WebhookSettings:
         return 2 * self.timeout_seconds + 10
 
 
+def parse_networks(value: str) -> tuple[Network, ...]:
+    # strict: "10.0.0.1/8" (host bits set) is a typo for a network, not a network.
+    return tuple(ipaddress.ip_network(item.strip(), strict=True) for item in value.split(",") if item.strip())
+
+
+def trusted_proxies(reader: Reader) -> tuple[Network, ...]:
+    """BATCHSITE_TRUSTED_PROXIES: the peers whose X-Forwarded-For names the client (none by default)."""
+    return reader.parsed(
+        "BATCHSITE_TRUSTED_PROXIES", (), parse_networks, "comma-separated networks such as 127.0.0.1/32,10.0.0.0/8"
+    )
+
+
 def read_webhook_settings(reader: Reader) -> WebhookSettings:
-    def networks(value: str) -> tuple[Network, ...]:
-        # strict: "10.0.0.1/8" (host bits set) is a typo for a network, not a network.
-        return tuple(ipaddress.ip_network(item.strip(), strict=True) for item in value.split(",") if item.strip())
+    networks = parse_networks
 
     def durations(value: str) -> tuple[float, ...]:
         steps = tuple(parse_duration(item) for item in value.split(",") if item.strip())

@@ -66,27 +66,54 @@ class RenderableJSONField(forms.JSONField):
 
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
+    """Batches seen, not edited: every field is read-only and none can be added here.
+
+    A batch's status, owner and files are its lifecycle's (``services``):
+    a terminal status set by hand would skip ``end_batch`` and so its
+    webhook, a new owner would hand the batch and its files to someone
+    else. State changes are the actions below, which call the same services
+    the API does.
+    """
+
     formfield_overrides = {models.JSONField: {"form_class": RenderableJSONField}}
     list_display = ["id", "status", "model", "endpoint", "total", "completed", "failed", "owner", "created_at"]
     list_filter = ["status", "model", "endpoint"]
     # metadata is JSON: searching its text finds custom keys and values.
     search_fields = ["id", "metadata", "owner__username", "input_file__id"]
-    readonly_fields = ["id", "created_at"]
-    raw_id_fields = ["input_file", "output_file", "error_file"]
     date_hierarchy = "created_at"
     inlines = [ChunkInline]
-    actions = ["cancel_batches"]
+    actions = ["cancel_batches", "retry_batches"]
 
-    @admin.action(description="Cancel selected batches")
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in Batch._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # batches come from the API and the pages, through validation
+
+    @admin.action(description="Cancel selected batches (as the API's cancel: the webhook is written)")
     def cancel_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-        from jobs.errors import BatchsiteError
         from jobs.services.batches import cancel_batch
 
+        self._each(request, queryset, cancel_batch, "cancelling or cancelled")
+
+    @admin.action(description="Retry the failed lines of selected batches, as new batches of their owners")
+    def retry_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        from jobs.services.retry import retry_batch
+
+        self._each(request, queryset, lambda batch: retry_batch(batch.owner, batch.id), "retried")
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Batch], act: Any, done: str) -> None:
+        from jobs.errors import BatchsiteError
+
+        ok = 0
         for batch in queryset:
             try:
-                cancel_batch(batch)
+                act(batch)
+                ok += 1
             except BatchsiteError as exc:
                 self.message_user(request, f"{batch.id}: {exc.message}", messages.WARNING)
+        if ok:
+            self.message_user(request, f"{ok} batch(es) {done}.", messages.SUCCESS)
 
 
 @admin.register(Chunk)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchsite.env import EnvError, Reader, read_https_settings, read_limits, secret_key
+from batchsite.env import EnvError, Reader, read_https_settings, read_limits, secret_key, trusted_proxies
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,3 +144,16 @@ def test_check_deploy_names_what_the_laptop_default_leaves_off(tmp_path):
     assert result.returncode != 0
     for warning in ("W004", "W008", "W012", "W016"):
         assert f"security.{warning}" in result.stderr + result.stdout
+
+
+def test_trusted_proxies_are_none_by_default_and_parse_strictly():
+    import ipaddress
+
+    assert trusted_proxies(Reader({})) == ()
+    value = {"BATCHSITE_TRUSTED_PROXIES": "127.0.0.1/32, 10.0.0.0/8,::1/128"}
+    assert trusted_proxies(Reader(value)) == tuple(
+        ipaddress.ip_network(n) for n in ("127.0.0.1/32", "10.0.0.0/8", "::1/128")
+    )
+    for bad in ("10.0.0.1/8", "proxy.internal", "127.0.0.1/33", "\ud800"):
+        with pytest.raises(EnvError, match="BATCHSITE_TRUSTED_PROXIES"):
+            trusted_proxies(Reader({"BATCHSITE_TRUSTED_PROXIES": bad}))

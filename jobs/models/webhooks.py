@@ -7,6 +7,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from jobs.models.batches import Batch
 
@@ -47,12 +48,16 @@ SENDABLE = (DeliveryStatus.PENDING, DeliveryStatus.FAILING)
 
 
 class WebhookDeliveryQuerySet(models.QuerySet["WebhookDelivery"]):
-    def due(self, now: datetime) -> WebhookDeliveryQuerySet:
-        """Waiting to be sent and not held by a live sender (a lease past its time is a dead sender's)."""
+    def due(self) -> WebhookDeliveryQuerySet:
+        """Waiting to be sent and not held by a live sender (a lease past its time is a dead sender's).
+
+        Compared with the database's clock: a sender whose own clock runs ahead
+        must not see a live lease as run out.
+        """
         return self.filter(
-            Q(leased_until__isnull=True) | Q(leased_until__lt=now),
+            Q(leased_until__isnull=True) | Q(leased_until__lt=Now()),
             status__in=SENDABLE,
-            next_attempt_at__lte=now,
+            next_attempt_at__lte=Now(),
         )
 
     def in_send_order(self) -> WebhookDeliveryQuerySet:

@@ -20,9 +20,9 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
-from django.utils import timezone
 
 from jobs.models import Batch, WebhookDelivery
+from jobs.models.clock import db_now
 from jobs.services.objects import batch_object
 
 
@@ -54,7 +54,9 @@ def batch_ended(batch: Batch) -> WebhookDelivery | None:
     """
     if not batch.webhook_url or not batch.is_terminal:
         return None
-    now = timezone.now()
+    # The database's clock: the due and give-up times are compared by senders
+    # on other hosts (jobs.webhooks.outbox), never with this host's clock.
+    now = db_now()
     event_id = new_event_id()
     return WebhookDelivery.objects.create(
         id=new_webhook_id(),

@@ -13,9 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from jobs.models import WebhookSecret
+from jobs.models.clock import db_now
 
 PREFIX = "whsec_"
 # After a rotation the old secret signs beside the new one this long, so a
@@ -44,7 +44,7 @@ def rotate(user: Any) -> WebhookSecret:
     with transaction.atomic():
         current = get_or_create(user)
         current = WebhookSecret.objects.select_for_update().get(pk=current.pk)
-        now = timezone.now()
+        now = db_now()  # compared by senders on other hosts: the shared clock
         current.previous = current.secret
         current.previous_until = now + ROTATION_OVERLAP
         current.secret = new_secret()
@@ -55,4 +55,4 @@ def rotate(user: Any) -> WebhookSecret:
 
 def signing_secrets(user: Any) -> list[str]:
     """The secrets that sign a message sent now: the current one, then the previous one during the overlap."""
-    return get_or_create(user).signing_secrets(timezone.now())
+    return get_or_create(user).signing_secrets(db_now())

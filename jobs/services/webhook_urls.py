@@ -8,6 +8,13 @@ any of its addresses is not a global unicast address, whatever form it was
 written in (``2130706433``, ``0x7f000001`` and ``127.1`` are all 127.0.0.1 to
 the resolver, and ``::ffff:127.0.0.1`` is too, once unwrapped).
 
+A URL is normalised once, by ``normalize``, the same way at create and at
+send: the host mapped as browsers map it (UTS #46: full-width letters and
+dots such as ``127.0.0.1。``, circled digits, upper case), trailing dots
+dropped, then read by httpx, the sender's own URL parser. The check looks at
+that host and the sender POSTs to that URL, so what was checked is what is
+contacted, and nothing accepted at create is refused only at send.
+
 The same rule runs twice: here when a batch is created (a 400 that says why),
 and in the sender against each address it actually connects to, because a
 name can resolve elsewhere by then (DNS rebinding). Receivers inside the
@@ -20,8 +27,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+import httpx
+import idna
 from django.conf import settings
 
 from jobs.errors import InvalidRequest
@@ -143,13 +152,21 @@ def _split(url: str) -> tuple[SplitResult, str, int]:
     return parts, host, port or (443 if scheme == "https" else 80)
 
 
-def check_webhook_url(url: Any) -> str:
-    """``url`` if batchsite may POST events to it, else InvalidRequest (param ``webhook_url``) saying why.
+def _mapped_host(host: str) -> str:
+    """The host as a connection would name it: UTS #46-mapped (as browsers do), without trailing dots."""
+    if ":" not in host:  # an IPv6 literal is left as written
+        try:
+            host = idna.uts46_remap(host, std3_rules=False, transitional=False)
+        except (idna.IDNAError, UnicodeError, ValueError):
+            raise _refuse(f"webhook_url has an invalid host name: {host!r}.") from None
+    host = host.rstrip(".")
+    if not host:
+        raise _refuse("webhook_url has no host name.")
+    return host
 
-    A name that does not resolve now is accepted: the sender resolves it again
-    at each attempt and applies the same rule then, so nothing gets through
-    that way, and a receiver whose DNS record is not up yet still gets events.
-    """
+
+def _prepared(url: Any) -> tuple[SplitResult, str, int]:
+    """``url`` split, with its mapped host and its port; InvalidRequest if it is not a URL with a host."""
     if not isinstance(url, str):
         raise _refuse("webhook_url must be a string.")
     if len(url) > MAX_URL_LENGTH:
@@ -160,8 +177,47 @@ def check_webhook_url(url: Any) -> str:
         raise _refuse("webhook_url contains characters that are not valid Unicode.") from None
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise _refuse("webhook_url must not contain spaces or control characters.")
-    _, host, port = _split(url)
+    parts, host, port = _split(url)
+    return parts, _mapped_host(host), port
+
+
+def _canonical(parts: SplitResult, host: str) -> str:
+    if ":" not in host:
+        try:
+            # Legacy IPv4 forms (0177.0.0.1, 127.1, 0x7f.1, 2130706433) as the
+            # resolver reads them: httpx refuses some of them as they are written.
+            host = socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            pass
+    userinfo, _, _ = parts.netloc.rpartition("@")
+    netloc = (userinfo + "@" if userinfo else "") + (f"[{host}]" if ":" in host else host)
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    try:
+        normal = str(httpx.URL(urlunsplit(parts._replace(scheme=parts.scheme.lower(), netloc=netloc))))
+    except httpx.InvalidURL as exc:
+        raise _refuse(f"webhook_url has an invalid host name: {host!r} ({exc}).") from None
+    return normal
+
+
+def normalize(url: Any) -> str:
+    """The one form of a webhook URL that is checked and sent to (see the module's docstring)."""
+    parts, host, _ = _prepared(url)
+    return _canonical(parts, host)
+
+
+def check_webhook_url(url: Any) -> str:
+    """``url`` if batchsite may POST events to it, else InvalidRequest (param ``webhook_url``) saying why.
+
+    The check is on the normal form (``normalize``), which the sender POSTs
+    to. A name that does not resolve now is accepted: the sender resolves it
+    again at each attempt and applies the same rule then, so nothing gets
+    through that way, and a receiver whose DNS record is not up yet still
+    gets events.
+    """
+    parts, host, port = _prepared(url)
     if settings.BATCHSITE_WEBHOOKS.allow_private:
+        _canonical(parts, host)  # a URL the sender could not read is refused here, not at send
         return url
     try:
         # An IP literal is checked as written (a zone such as %eth0 cannot make it resolve elsewhere).
@@ -174,9 +230,10 @@ def check_webhook_url(url: Any) -> str:
         except UnicodeError:
             raise _refuse(f"webhook_url has an invalid host name: {host!r}.") from None
         except OSError:
-            return url
+            addresses = []
     for address in addresses:
         kind = refusal(address)
         if kind is not None:
             raise _refuse(refusal_message(host, address, kind))
+    _canonical(parts, host)
     return url

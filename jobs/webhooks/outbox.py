@@ -8,6 +8,11 @@ POST happens after it commits. So no two senders send the same attempt; a
 sender killed mid-POST leaves a lease that runs out, and the next sender
 sends the same bytes under the same webhook-id. Recording an attempt is
 fenced by the claim's token: a sender that lost its lease records nothing.
+
+Every time here (due, lease, retry, give-up) is the database's clock
+(``jobs.models.clock``), as chunk leases are: senders run on many hosts, and
+one whose clock ran ahead would see a live lease as run out and send the
+same event a second time.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
-from django.utils import timezone
 
 from jobs.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
+from jobs.models.clock import Now, db_now, later
 
 # How much of a receiver's answer is kept with each attempt.
 RESPONSE_EXCERPT_CHARS = 500
@@ -53,24 +58,23 @@ class Outcome:
 
 def claim_next(sender: str) -> Claim | None:
     """Lease the delivery that has been due longest; None if none is due."""
-    now = timezone.now()
     # The plain read answers "nothing due" (nearly every poll) without a
     # transaction, which on SQLite would take the database's write lock.
-    if not WebhookDelivery.objects.due(now).exists():
+    if not WebhookDelivery.objects.due().exists():
         return None
     token = secrets.token_hex(16)
-    lease = timedelta(seconds=settings.BATCHSITE_WEBHOOKS.lease_seconds)
+    lease = settings.BATCHSITE_WEBHOOKS.lease_seconds
     with transaction.atomic():
-        candidates = WebhookDelivery.objects.due(now).in_send_order()
+        candidates = WebhookDelivery.objects.due().in_send_order()
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
         delivery_id = candidates.values_list("pk", flat=True).first()
         if delivery_id is None:
             return None
         claimed = (
-            WebhookDelivery.objects.due(now)
+            WebhookDelivery.objects.due()
             .filter(pk=delivery_id)
-            .update(leased_by=sender, leased_until=now + lease, lease_token=token)
+            .update(leased_by=sender, leased_until=later(lease), lease_token=token)
         )
         if claimed != 1:
             return None
@@ -104,7 +108,7 @@ def record(claim: Claim, outcome: Outcome) -> WebhookDelivery | None:
     """Store the attempt and what follows from it; None if the claim was lost meanwhile."""
     delivery = claim.delivery
     number = delivery.attempts + 1
-    now = timezone.now()
+    now = db_now()
     fields: dict[str, object] = {}
     if outcome.ok:
         status = DeliveryStatus.DELIVERED
@@ -157,8 +161,7 @@ def redeliver(delivery_ids: list[str]) -> int:
     receiver that already has it can tell). A send in progress keeps its
     lease, and its result, when it comes, decides the status.
     """
-    now = timezone.now()
-    window = timedelta(seconds=settings.BATCHSITE_WEBHOOKS.retry_for)
+    window = settings.BATCHSITE_WEBHOOKS.retry_for
     return WebhookDelivery.objects.filter(pk__in=delivery_ids).update(
-        status=DeliveryStatus.PENDING, next_attempt_at=now, give_up_at=now + window
+        status=DeliveryStatus.PENDING, next_attempt_at=Now(), give_up_at=later(window)
     )

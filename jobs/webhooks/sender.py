@@ -17,10 +17,11 @@ from datetime import datetime
 
 import httpx
 from django.conf import settings
-from django.utils import timezone
 from standardwebhooks import Webhook
 
-from jobs.services import webhook_secrets
+from jobs.errors import InvalidRequest
+from jobs.models.clock import db_now
+from jobs.services import webhook_secrets, webhook_urls
 from jobs.webhooks import outbox, transport
 from jobs.webhooks.outbox import Claim, Outcome
 
@@ -106,13 +107,20 @@ class Sender:
 
     def post(self, webhook_id: str, url: str, body: str, owner_id: int) -> Outcome:
         """One attempt, never raising: what the receiver answered, or what went wrong."""
-        started_at = timezone.now()
+        # The database's clock, not this host's: the timestamp is signed, and
+        # receivers refuse one too far from their own (well-kept) clocks.
+        started_at = db_now()
         began = time.monotonic()
         timeout = settings.BATCHSITE_WEBHOOKS.timeout_seconds
 
         def failed(error: str) -> Outcome:
             return Outcome(started_at, int((time.monotonic() - began) * 1000), error=error[:1000])
 
+        # The same normal form, and so the same host, that the create-time check saw.
+        try:
+            url = webhook_urls.normalize(url)
+        except InvalidRequest as exc:
+            return failed(f"refused by the SSRF guard: {exc}")
         # Outside the try: a database error is not a failed attempt (nothing
         # was sent); it reaches the housekeeper, and the lease runs out.
         secrets = webhook_secrets.signing_secrets(owner_id)
@@ -149,5 +157,5 @@ class Sender:
             status_code=response.status_code,
             response=head.decode("utf-8", errors="replace"),
             error=error,
-            retry_after=outbox.parse_retry_after(response.headers.get("retry-after"), timezone.now()),
+            retry_after=outbox.parse_retry_after(response.headers.get("retry-after"), db_now()),
         )

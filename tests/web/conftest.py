@@ -134,6 +134,12 @@ class Browser:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        # Chromium reports each thing the Content-Security-Policy refused on the console:
+        # any one is a failure, so every browser test checks its pages work under the CSP.
+        self.page.on(
+            "console",
+            lambda message: self.errors.append(message.text) if "Content Security Policy" in message.text else None,
+        )
         self.page.goto("/accounts/login/")
         self.page.fill("#id_username", user.get_username())
         self.page.fill("#id_password", password)

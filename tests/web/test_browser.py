@@ -204,3 +204,34 @@ def test_a_phone_sized_screen_shows_every_page_without_sideways_scrolling(site, 
         page.goto(path)
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, (path, overflow)
+
+
+def test_every_page_works_under_the_content_security_policy(site, tmp_path):
+    # The console listener (tests/web/conftest.py) fails the test on any refused
+    # script or style; here every kind of page is opened under the policy.
+    staff = server_user("root", "pw-root-123", is_staff=True, is_superuser=True)
+    browser = site.browser_for(site.url, staff, "pw-root-123")
+    page = browser.page
+    submit_file(page, write(tmp_path, [chat_line(i) for i in range(3)]))
+    page.wait_for_url("**/batches/batch_*")
+    batch_path = "/batches/" + page.url.rsplit("/batches/", 1)[1]
+    for path in ["/dashboard", "/submit", "/batches", batch_path, "/keys", "/admin/", "/admin/jobs/batch/"]:
+        response = page.goto(path)
+        assert response is not None and response.status == 200, path
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "style-src 'self'" in policy, (path, policy)
+        assert "unsafe-inline" not in policy, path
+        page.wait_for_load_state("load")
+        assert browser.errors == [], path
+    # The progress bar is drawn, and the live part is swapped in by htmx.
+    page.goto(batch_path)
+    assert page.locator("#batch-live .progress svg rect.fill").count() >= 1
+    # An injected inline script is refused, and the refusal is what the listener catches.
+    injected = page.evaluate(
+        "() => { const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+        " document.head.appendChild(s); return window.injected === undefined; }"
+    )
+    assert injected is True
+    page.wait_for_timeout(200)
+    assert any("Content Security Policy" in error for error in browser.errors), browser.errors
+    browser.errors.clear()

@@ -155,3 +155,79 @@ def test_the_first_start_adds_no_admin_when_an_operator_made_one(db, capsys):
     call_command("ensure_admin")
     assert capsys.readouterr().out == ""
     assert list(get_user_model().objects.values_list("username", flat=True)) == ["ops"]
+
+
+PROXY = "127.0.0.1"
+
+
+@pytest.fixture
+def behind_proxy(settings):
+    import ipaddress
+
+    settings.BATCHSITE_TRUSTED_PROXIES = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
+
+
+def via_proxy(client_address: str, **extra: str) -> Client:
+    return Client(REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=client_address, **extra)
+
+
+def fail_until_locked(browser: Client, limit: int, username: str = "alice") -> None:
+    for _ in range(limit):
+        response = browser.post("/accounts/login/", {"username": username, "password": "wrong"})
+    assert response.status_code == 429
+
+
+def test_behind_a_trusted_proxy_a_guesser_locks_out_only_its_own_address(user, settings, behind_proxy):
+    fail_until_locked(via_proxy("203.0.113.7"), settings.AXES_FAILURE_LIMIT)
+    # The real user, through the same proxy from their own address, still signs in.
+    response = via_proxy("198.51.100.2").post("/accounts/login/", {"username": "alice", "password": "pw-alice-123"})
+    assert response.status_code == 302
+    # A guesser that writes its own X-Forwarded-For is still known by the address the proxy appended.
+    spoofing = via_proxy("198.51.100.2, 203.0.113.7")
+    assert spoofing.post("/accounts/login/", {"username": "alice", "password": "pw-alice-123"}).status_code == 429
+    # A chain of trusted proxies: the first untrusted address from the right is the client.
+    chained = via_proxy("203.0.113.7, 10.1.2.3")
+    assert chained.post("/accounts/login/", {"username": "alice", "password": "pw-alice-123"}).status_code == 429
+
+
+def test_x_forwarded_for_from_a_peer_that_is_not_a_proxy_is_ignored(user, settings, behind_proxy):
+    limit = settings.AXES_FAILURE_LIMIT
+    for i in range(limit):
+        # A new made-up address each time: were the header believed, nothing would lock.
+        browser = Client(REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR=f"192.0.2.{i}")
+        response = browser.post("/accounts/login/", {"username": "alice", "password": "wrong"})
+    assert response.status_code == 429
+    honest = Client(REMOTE_ADDR="203.0.113.9")
+    assert honest.post("/accounts/login/", {"username": "alice", "password": "pw-alice-123"}).status_code == 429
+
+
+def test_without_trusted_proxies_the_header_is_ignored_even_from_loopback(user, settings):
+    assert settings.BATCHSITE_TRUSTED_PROXIES == ()
+    fail_until_locked(via_proxy("203.0.113.7"), settings.AXES_FAILURE_LIMIT)
+    # Everyone behind that address shares the peer's lockout: the documented reason to set the proxies.
+    response = via_proxy("198.51.100.2").post("/accounts/login/", {"username": "alice", "password": "pw-alice-123"})
+    assert response.status_code == 429
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("  203.0.113.7  ", "203.0.113.7"),
+        ("2001:db8::5", "2001:db8::5"),
+        ("[2001:db8::5]", "2001:db8::5"),
+        ("", PROXY),
+        ("not-an-address", PROXY),
+        ("203.0.113.7, garbage", PROXY),  # unreadable after the proxy's own hop: the proxy's address
+        ("garbage, 203.0.113.7", "203.0.113.7"),
+        ("\ud800", PROXY),
+        ("1.2.3.4," * 10000 + "203.0.113.7", "203.0.113.7"),
+        ("10.0.0.1, 10.0.0.2", "10.0.0.1"),  # only proxies: the farthest one
+    ],
+)
+def test_the_client_address_read_from_a_trusted_proxys_header(behind_proxy, rf, header, expected):
+    from jobs.web.client_ip import client_ip
+
+    request = rf.get("/", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=header)
+    assert client_ip(request) == expected
+    assert client_ip(rf.get("/", REMOTE_ADDR="203.0.113.50", HTTP_X_FORWARDED_FOR=header)) == "203.0.113.50"

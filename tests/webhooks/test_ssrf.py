@@ -48,6 +48,16 @@ HOSTILE = [
     ("http://100.64.0.1/", "non-global address"),  # carrier-grade NAT
     ("http://localhost:8000/hook", "localhost resolves to 127.0.0.1, a loopback address"),
     ("http://LOCALHOST./hook", "resolves to 127.0.0.1"),
+    # Normalised as browsers and the sender read them (UTS #46), then checked: issue 20 item 5.
+    ("http://127.0.0.1\u3002/", "127.0.0.1 is a loopback address"),  # ideographic full stop
+    ("http://127\uff0e0\uff0e0\uff0e1/", "127.0.0.1 is a loopback address"),  # full-width full stops
+    ("http://169.254.169.254\uff61/latest/", "169.254.169.254 is a link-local address"),  # halfwidth
+    ("http://127.0.0.1./", "127.0.0.1 is a loopback address"),
+    ("http://127.0.0.1../", "127.0.0.1 is a loopback address"),
+    ("http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/", "localhost resolves to 127.0.0.1"),
+    ("http://\u2460\u2461\u2466.0.0.1/", "127.0.0.1 is a loopback address"),  # circled digits 1 2 7
+    ("http://\uff11\uff10.0.0.1/", "10.0.0.1 is a private address"),  # full-width digits
+    ("http://user:pw@127.0.0.1\u3002:8080/", "127.0.0.1 is a loopback address"),
 ]
 # Refused whatever the operator allows: batchsite only ever POSTs over http(s).
 BAD_SCHEMES = [
@@ -194,6 +204,30 @@ def test_a_redirect_to_a_private_address_is_not_followed(client, models, upload,
     assert attempt.error == f"redirect to 'http://127.0.0.2:{inside.port}/steal' not followed"
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.FAILING
+
+
+def test_a_url_in_another_form_is_sent_to_the_host_that_was_checked(client, models, upload, receiver, allow_private):
+    # Full-width letters and dots: accepted (the operator allows loopback),
+    # and delivered to the same host at send (httpx alone refuses this host).
+    url = f"http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54\u3002:{receiver.port}/hook"
+    delivery = failed_at_create(client, upload, url)
+    assert Batch.objects.get(pk=delivery.batch_id).webhook_url == url  # shown as the user wrote it
+    assert Sender("t").send_due() == 1
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DELIVERED, delivery.last_error
+    assert [r.path for r in receiver.received] == ["/hook"]
+
+
+def test_a_stored_url_in_another_form_is_refused_at_send_by_the_same_rule(client, models, upload, receiver):
+    # A row written before the create check normalised (or by hand): the sender
+    # reads it the same way and refuses it without connecting.
+    delivery = failed_at_create(client, upload, "https://hooks.example.test/b")
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(url=f"http://127.0.0.1\u3002:{receiver.port}/")
+    assert Sender("t").send_due() == 1
+    attempt = WebhookAttempt.objects.get(delivery=delivery)
+    assert attempt.status_code is None and "refused by the SSRF guard" in attempt.error
+    assert "127.0.0.1 is a loopback address" in attempt.error
+    assert receiver.received == []
 
 
 @pytest.mark.parametrize(
