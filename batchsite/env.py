@@ -178,6 +178,10 @@ class WorkerSettings:
     # "auto": a swap loads the next model while the old engine's processes exit, when
     # memory allows (jobs/engine/swap.py); "off": it always waits for them first.
     swap_overlap: str = "auto"
+    # A running claim records its finished lines as a segment this often (seconds) or
+    # after this many lines, whichever comes first: what a kill -9 can cost at most.
+    checkpoint_seconds: float = 5.0
+    checkpoint_lines: int = 250
 
 
 def read_worker_settings(reader: Reader) -> WorkerSettings:
@@ -199,6 +203,8 @@ def read_worker_settings(reader: Reader) -> WorkerSettings:
         model_load_attempts=reader.integer("BATCHSITE_MODEL_LOAD_ATTEMPTS", 3, minimum=1),
         model_load_backoff_seconds=reader.number("BATCHSITE_MODEL_LOAD_BACKOFF_SECONDS", 30.0, minimum=0.0),
         swap_overlap=reader.choice("BATCHSITE_SWAP_OVERLAP", "auto", ("auto", "off")),
+        checkpoint_seconds=reader.number("BATCHSITE_CHECKPOINT_SECONDS", 5.0, minimum=0.1),
+        checkpoint_lines=reader.integer("BATCHSITE_CHECKPOINT_LINES", 250, minimum=1),
     )
 
 

@@ -33,7 +33,7 @@ from jobs.engine.pinning import Devices
 from jobs.housekeeper import Housekeeper
 from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id
-from jobs.services import loads, metrics, parts, queue, results, scheduling
+from jobs.services import claims, loads, metrics, queue, results, scheduling
 from jobs.worker_feed import ChunkRun, Feeder
 
 log = logging.getLogger("batchsite.worker")
@@ -69,6 +69,8 @@ class GpuWorker:
         self.grace = conf.shutdown_grace_seconds
         self.poll = conf.poll_seconds
         self.progress_every = conf.progress_seconds
+        self.checkpoint_seconds = conf.checkpoint_seconds
+        self.checkpoint_lines = conf.checkpoint_lines
         self.stall_seconds = conf.engine_stall_seconds
         if hasattr(engine, "overlap_swaps"):  # the vLLM engine's; see jobs/engine/swap.py
             engine.overlap_swaps = conf.swap_overlap == "auto"
@@ -405,45 +407,50 @@ class GpuWorker:
             self.meter.result(run.chunk.batch.model, (result.usage or {}).get("completion_tokens", 0), run.started)
         if run.settled:
             self.close_run(run)
+        elif run.checkpoint_due(self.checkpoint_seconds, self.checkpoint_lines):
+            self.checkpoint(run)
 
     def close_run(self, run: ChunkRun, count_attempt: bool = False, reason: str = "") -> None:
-        """Write the lines this claim finished as its part, then end the chunk: done (every
-        line ran), cut short (cancelled or expired), or handed back with the rest to run."""
-        chunk = run.chunk
+        """End this claim (jobs/services/claims.py): its last lines recorded, then the chunk
+        done, cut short (cancelled or expired), or handed back with the rest to run."""
         run.abandoned = True  # nothing more to do with it, whatever happens below
-        if not queue.report_progress(chunk, self.id, run.total_completed, run.total_failed):
-            log.warning("chunk %s was taken from this worker; dropping its results", chunk)
-            run.part.discard()
+        chunk = run.chunk
+        outcome = claims.end_claim(
+            chunk,
+            self.id,
+            run.part,
+            base=(run.base_completed, run.base_failed),
+            all_done=run.all_done,
+            stopped=run.stopped,
+            count_attempt=count_attempt,
+            reason=reason,
+            finalize=self.finalize_after_claim,
+        )
+        if outcome is None:
             return
-        part = None
-        try:
-            if run.seqs:
-                part = run.part.commit(run.seqs, run.usage)
-        finally:
-            run.part.discard()  # an error storing it leaves no half part (no-op after a commit)
-        if run.stopped or run.all_done:
-            kept = queue.end_chunk(chunk, self.id, part, cut_short=run.stopped and not run.all_done)
-        else:
-            kept = queue.release_chunk(chunk, self.id, keep=part, count_attempt=count_attempt, reason=reason)
-        if not kept:
-            log.warning("chunk %s was taken from this worker before its part was recorded", chunk)
-            if part is not None:
-                parts.discard(chunk.batch_id, chunk.index, chunk.fence)
-            return
-        queue.refresh_batch_counts(chunk.batch_id)
-        self.meter.cut()
         elapsed = max(time.monotonic() - run.started, 1e-9)
         log.info(
             "chunk %s %s: %d ok, %d failed, %d aborted, %.1f req/s",
             chunk,
-            "done" if run.all_done else "cut short" if run.stopped else "handed back",
+            outcome,
             run.completed,
             run.failed,
             run.aborted,
             (run.completed + run.failed) / elapsed,
         )
-        if run.stopped or run.all_done:
-            results.finalize(chunk.batch_id, self.id)
+
+    def finalize_after_claim(self, batch_id: str, worker_id: str) -> None:
+        self.meter.cut()
+        results.finalize(batch_id, worker_id)
+
+    def checkpoint(self, run: ChunkRun) -> None:
+        """Record what the claim finished so far (a segment); a claim lost meanwhile is stopped."""
+        if claims.checkpoint(run.chunk, self.id, run.part, run.total_completed, run.total_failed):
+            return
+        log.warning("chunk %s was taken from this worker; dropping its results", run.chunk)
+        run.abandon()
+        if self.feeder is not None:
+            self.abort_requests(self.feeder.tags_of([run]))
 
     def settle(self, feeder: Feeder, count_attempt: bool = False, reason: str = "") -> None:
         """After the engine returns: close every run still open. Runs cut short by cancel or

@@ -18,8 +18,8 @@ from django.db.utils import InterfaceError, OperationalError
 
 from jobs.engine.base import EngineRequest, EngineResult
 from jobs.models import Chunk, File
+from jobs.services import claims, jsonl, parts, queue, results
 from jobs.services import files as file_service
-from jobs.services import jsonl, parts, queue, results
 from jobs.services.jsonl import iter_lines
 
 log = logging.getLogger("batchsite.worker")
@@ -45,26 +45,30 @@ class ChunkRun:
 
     Each line fed to the engine ends in exactly one outcome: a result (kept) or
     an abort (not kept: the line did not run). Lines that earlier claims
-    finished (the chunk's recorded parts) are not fed again.
+    finished (the chunk's recorded parts, checkpoints included) are not fed
+    again. The claim's counts are its PartWriter's.
     """
 
     def __init__(self, chunk: Chunk) -> None:
         self.chunk = chunk
         self.started = time.monotonic()
-        before = parts.recorded(chunk)
-        self.skip = parts.done_seqs(before)
-        self.base_completed, self.base_failed = parts.totals(before)
+        self.skip = claims.kept(chunk)
+        self.base_completed, self.base_failed = parts.totals(parts.recorded(chunk))
         self.fed = 0
         self.fed_all = False
         self.outcomes = 0
-        self.completed = 0
-        self.failed = 0
         self.aborted = 0
-        self.usage: dict[str, int] = {}
         self.part = parts.PartWriter(chunk.batch_id, chunk.index, chunk.fence)
-        self.seqs: list[int] = []  # the lines this claim finished
         self.stopped = False  # cancelled or expired: keep what ran, skip the rest
         self.abandoned = False  # closed, released, or taken by another worker
+
+    @property
+    def completed(self) -> int:
+        return self.part.completed
+
+    @property
+    def failed(self) -> int:
+        return self.part.failed
 
     @property
     def settled(self) -> bool:
@@ -73,7 +77,7 @@ class ChunkRun:
 
     @property
     def all_done(self) -> bool:
-        return len(self.skip) + len(self.seqs) == self.chunk.request_count
+        return len(self.skip) + len(self.part.seqs) == self.chunk.request_count
 
     @property
     def total_completed(self) -> int:
@@ -88,19 +92,16 @@ class ChunkRun:
             line = results.error_line(result.custom_id, *result.failure)
         else:
             line = results.result_line(result.custom_id, result.status_code, result.request_id, result.payload)
-        ok = 200 <= result.status_code < 300
-        self.part.add(line, ok)
-        if ok:
-            self.completed += 1
-        else:
-            self.failed += 1
-        results.add_usage(self.usage, result.usage)
-        self.seqs.append(seq)
+        self.part.add(line, 200 <= result.status_code < 300, seq, result.usage)
         self.outcomes += 1
 
     def add_aborted(self) -> None:
         self.aborted += 1
         self.outcomes += 1
+
+    def checkpoint_due(self, every_seconds: float, every_lines: int) -> bool:
+        waiting = self.part.uncommitted
+        return waiting >= every_lines or (waiting > 0 and time.monotonic() - self.part.committed_at >= every_seconds)
 
     def abandon(self) -> None:
         """Taken by another worker (or closed): nothing more is written, and an unstored part is dropped."""

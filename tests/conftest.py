@@ -271,6 +271,18 @@ def live_server_process(
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture
+def slow_finalize(monkeypatch: Any) -> Any:
+    """``slow_finalize(seconds)``: finalize holds its assembled files that long before publishing."""
+    from jobs.services import results
+    from tests.faults import hooks
+
+    def slow(seconds: float) -> None:
+        monkeypatch.setattr(results, "_publish", hooks.slowed(results._publish, seconds))
+
+    return slow
+
+
 def subprocess_env(settings: Any, data_dir: Path | None = None, **extra: str) -> dict[str, str]:
     """Environment for a manage.py subprocess that shares this test's database and files
     (or, with ``data_dir``, a live server's files)."""
@@ -282,6 +294,9 @@ def subprocess_env(settings: Any, data_dir: Path | None = None, **extra: str) ->
         **settings.TEST_STORAGE.env,
     }
     env.update(extra)
+    if any(name.startswith("FAULT_") for name in extra):
+        # tests/faults/sitecustomize.py installs the faults in the child (see tests/faults).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests" / "faults"), env.get("PYTHONPATH")]))
     return env
 
 

@@ -83,7 +83,7 @@ def test_a_worker_killed_with_sigkill_loses_nothing(client, models, upload, limi
     slow = {
         "during_load": {"SIM_LOAD_SECONDS": "60"},
         "mid_chunk": {"SIM_SLEEP_SECONDS": "0.02"},
-        "during_finalize": {"BATCHSITE_TEST_FINALIZE_PAUSE": "60"},
+        "during_finalize": {"FAULT_FINALIZE_PAUSE_SECONDS": "60"},
     }[moment]
     first = start_worker(settings, *SIM, "--worker-id", "doomed", **FAST, **slow)
     if moment == "during_load":

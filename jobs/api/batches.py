@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -12,16 +13,20 @@ from rest_framework.views import APIView
 
 from jobs.api import schema
 from jobs.api.common import bracketed, cursor_page, int_param, list_body
+from jobs.api.errors import ApiError
+from jobs.api.files import RawContentNegotiation
 from jobs.api.parsers import FormParser, MultiPartParser, StrictJSONParser
+from jobs.api.renderers import OpenAIJSONRenderer
 from jobs.api.serializers import MetadataField
 from jobs.models import Batch
 from jobs.services import batches as batch_service
 from jobs.services import files as file_service
+from jobs.services import partial, scheduling
 from jobs.services import retry as retry_service
-from jobs.services import scheduling
 from jobs.services.batches import BatchRequest
 from jobs.services.expiry import expire_overdue
 from jobs.services.objects import batch_object
+from jobs.services.safe_json import shown
 
 
 class BatchListApi(APIView):
@@ -109,6 +114,34 @@ class BatchDetailApi(APIView):
     )
     def get(self, request: Request, batch_id: str) -> Response:
         return Response(batch_object(batch_service.get_batch(request.user, batch_id)))
+
+
+class BatchResultsApi(APIView):
+    """batchsite's extension: the lines finished so far, streamed from what is durably stored."""
+
+    content_negotiation_class = RawContentNegotiation
+    renderer_classes = [OpenAIJSONRenderer]
+
+    @extend_schema(
+        operation_id="batchResultsSoFar",
+        summary="Download a batch's results so far",
+        tags=["Batches"],
+        parameters=schema.BATCH_RESULTS_PARAMETERS,
+        responses=schema.BATCH_RESULTS,
+        description="batchsite extension: JSONL of every line of the batch's output (or error) file finished "
+        "so far, each once and byte for byte as the final file holds it; for a finished batch, its file.",
+        extensions={"x-batchsite-extension": True},
+    )
+    def get(self, request: Request, batch_id: str) -> StreamingHttpResponse:
+        which = request.query_params.get("file", "output")
+        if which not in partial.FILES:
+            raise ApiError(
+                f"Invalid 'file': expected 'output' or 'error', got {shown(which)}.", param="file", code="invalid_value"
+            )
+        batch = batch_service.get_batch(request.user, batch_id)
+        response = StreamingHttpResponse(partial.lines(batch, which), content_type="application/jsonl")
+        response["Content-Disposition"] = f'attachment; filename="{batch.id}_{which}_so_far.jsonl"'
+        return response
 
 
 class BatchCancelApi(APIView):

@@ -210,6 +210,17 @@ FILE_CONTENT = {
     ),
     **{(code, "application/json"): response for code, response in errors(404).items()},
 }
+BATCH_RESULTS = {
+    (200, "application/jsonl"): OpenApiResponse(
+        {"type": "string", "format": "binary"}, description="The lines finished so far (JSONL)."
+    ),
+    **{(code, "application/json"): response for code, response in errors(400, 404).items()},
+}
+BATCH_RESULTS_PARAMETERS = [
+    OpenApiParameter(
+        "file", str, enum=["output", "error"], description=f"Which file's lines; output by default. ({EXTENSION})"
+    ),
+]
 FILE_LIST_PARAMETERS = [
     OpenApiParameter("purpose", str, enum=FilePurpose.values, description="Only files of this purpose."),
     OpenApiParameter("order", str, enum=["asc", "desc"], description="By created_at; desc by default."),

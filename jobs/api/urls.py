@@ -12,6 +12,7 @@ urlpatterns = [
     path("batches/<str:batch_id>", batches.BatchDetailApi.as_view()),
     path("batches/<str:batch_id>/cancel", batches.BatchCancelApi.as_view()),
     path("batches/<str:batch_id>/retry", batches.BatchRetryApi.as_view()),
+    path("batches/<str:batch_id>/results", batches.BatchResultsApi.as_view()),
     path("models", registry.ModelListApi.as_view()),
     path("models/<path:model>", registry.ModelDetailApi.as_view()),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),

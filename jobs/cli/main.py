@@ -219,8 +219,33 @@ def cmd_wait(client: Any, args: argparse.Namespace) -> int:
     return wait_and_download(client, args.batch_id, args)
 
 
+def download_partial(client: Any, batch: Any, output: str | None, errors: str | None) -> None:
+    """The lines finished so far (batchsite's extension, GET /v1/batches/{id}/results)."""
+    import httpx
+
+    for which, path, what in (
+        ("output", output or f"{batch.id}_output_so_far.jsonl", "output so far"),
+        ("error", errors or f"{batch.id}_error_so_far.jsonl", "errors so far"),
+    ):
+        # The SDK has no method for it; its client sends the request (auth, retries) and
+        # hands back the raw response, streamed to the file as it arrives.
+        response = client.get(
+            f"/batches/{batch.id}/results", cast_to=httpx.Response, options={"params": {"file": which}}, stream=True
+        )
+        lines = 0
+        with open(path, "wb") as out:
+            for block in response.iter_bytes():
+                out.write(block)
+                lines += block.count(b"\n")
+        response.close()
+        say(f"{what}: {path} ({lines} lines)")
+
+
 def cmd_download(client: Any, args: argparse.Namespace) -> int:
     batch = client.batches.retrieve(args.batch_id)
+    if args.partial and batch.status not in TERMINAL:
+        download_partial(client, batch, args.output, args.errors)
+        return OK
     if not batch.output_file_id and not batch.error_file_id:
         say(f"batch {batch.id} has no results yet ({progress.describe(batch)})")
         return OK if batch.status not in TERMINAL else NOT_COMPLETED
@@ -288,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "download":
             sub.add_argument("--output", metavar="PATH")
             sub.add_argument("--errors", metavar="PATH")
+            sub.add_argument(
+                "--partial", action="store_true", help="while it runs: the lines finished so far (an extension)"
+            )
         elif name == "retry":
             sub.add_argument("--filter", choices=RETRY_FILTERS, default="all", help="which failed lines (default all)")
             add_wait_options(sub)

@@ -6,6 +6,7 @@ from jobs.models.batches import (
     Chunk,
     ChunkStatus,
 )
+from jobs.models.counters import Counter
 from jobs.models.files import File, FilePurpose
 from jobs.models.keys import ApiKey
 from jobs.models.loads import ModelLoad
@@ -23,6 +24,7 @@ __all__ = [
     "BatchStatus",
     "Chunk",
     "ChunkStatus",
+    "Counter",
     "DeliveryStatus",
     "File",
     "FilePurpose",

@@ -43,6 +43,7 @@ from jobs.models import (
     Worker,
     WorkerState,
 )
+from jobs.services import counters
 
 # Seconds from a batch's acceptance to its first claim: from "at once" to a day.
 QUEUE_WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)
@@ -57,6 +58,7 @@ def collect(now: datetime | None = None) -> Iterator[Metric]:
     yield batches()
     yield from queue(now)
     yield from requests()
+    yield lines_rerun()
     yield request_rate(now)
     yield from workers(now)
     yield from loads()
@@ -141,6 +143,16 @@ def requests() -> Iterator[Metric]:
             tokens.add_metric([model, kind], row[f"{kind}_tokens"] or 0)
     yield total
     yield tokens
+
+
+def lines_rerun() -> Metric:
+    """Lines run again after a lost claim (kill -9, a host gone): those its worker had
+    reported finished that no checkpoint held (jobs/services/claims.py)."""
+    family = CounterMetricFamily(
+        "batchsite_lines_rerun", "Lines finished by a lost claim but not checkpointed, so run again"
+    )
+    family.add_metric([], counters.value(counters.LINES_RERUN))
+    return family
 
 
 def request_rate(now: datetime) -> Metric:

@@ -14,13 +14,19 @@ against the counts recorded with it before it publishes anything.
 A chunk can have more than one part: a worker stopped by SIGTERM keeps the
 lines it finished as a part and hands the chunk back; the next claim runs only
 the lines no recorded part holds (``done`` below), so no line runs twice.
+
+A claim also records its finished lines while it runs, as numbered segments
+(checkpoints, every BATCHSITE_CHECKPOINT_SECONDS or BATCHSITE_CHECKPOINT_LINES):
+each segment is a part of its own (its own pair of files, on S3 its own
+objects), recorded by the same fenced UPDATE. So a claim lost to kill -9 or
+the OOM killer loses only the lines since its last segment; the next claim,
+finalize and the partial results all read segments as they read any part.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -34,10 +40,6 @@ from jobs import storage
 
 log = logging.getLogger("batchsite.worker")
 
-# Fault injection for the test of a worker that writes after it lost its chunk:
-# hold every part write open so the test can stop the worker right there.
-# Zero (off) unless the variable is set.
-PART_PAUSE_SECONDS = float(os.environ.get("BATCHSITE_TEST_PART_PAUSE", "0"))
 # Where parts live in the file store, beside the files users see (which are named file-...).
 PREFIX = "parts"
 
@@ -51,6 +53,7 @@ class Part:
     # chunk (0 = the chunk's first request line): [[0, 40], [41, 57]].
     done: tuple[tuple[int, int], ...] = ()
     usage: dict[str, int] = field(default_factory=dict)
+    segment: int = 0  # the claim's checkpoints are numbered 0, 1, 2, ...
 
     @property
     def lines(self) -> int:
@@ -66,6 +69,7 @@ class Part:
             "failed": self.failed,
             "done": [list(r) for r in self.done],
             "usage": self.usage,
+            "segment": self.segment,
         }
 
     @classmethod
@@ -76,6 +80,7 @@ class Part:
             failed=int(data["failed"]),
             done=tuple((int(a), int(b)) for a, b in data.get("done", [])),
             usage=dict(data.get("usage") or {}),
+            segment=int(data.get("segment") or 0),
         )
 
 
@@ -114,10 +119,17 @@ def total_usage(parts: Iterable[Part]) -> dict[str, int]:
     return total
 
 
-def names(batch_id: str, index: int, fence: int) -> tuple[str, str]:
-    """The part's output and error files, as names in the file store (``parts/BATCH/INDEX-FENCE``)."""
+def names(batch_id: str, index: int, fence: int, segment: int = 0) -> tuple[str, str]:
+    """The part's output and error files, as names in the file store
+    (``parts/BATCH/INDEX-FENCE``, and ``-SEGMENT`` after a claim's first segment)."""
     stem = f"{PREFIX}/{batch_id}/{index:06d}-{fence:06d}"
+    if segment:
+        stem += f"-{segment:06d}"
     return f"{stem}.out.jsonl", f"{stem}.err.jsonl"
+
+
+def names_of(batch_id: str, index: int, part: Part) -> tuple[str, str]:
+    return names(batch_id, index, part.fence, part.segment)
 
 
 def open_part(name: str) -> Any:
@@ -144,22 +156,36 @@ class PartWriter:
     OpenAI's, our output is matched to the input by ``custom_id``. Nothing is
     visible under the part's names until ``commit``; ``discard`` leaves
     nothing behind.
+
+    ``commit`` stores the lines written since the last commit as the next
+    segment and starts another: a checkpoint is a commit the caller records
+    while the claim runs on. The writer's counts are the whole claim's (every
+    segment), which is what the claim reports as its progress.
     """
 
     def __init__(self, batch_id: str, index: int, fence: int) -> None:
         self.batch_id, self.index, self.fence = batch_id, index, fence
-        self.completed = 0
+        self.completed = 0  # the claim's, over all its segments
         self.failed = 0
+        self.seqs: list[int] = []  # the chunk positions the claim finished
+        self.segment = 0  # the next segment's number
+        self.committed_at = time.monotonic()
         self._stack: contextlib.ExitStack | None = None
         self._out: IO[bytes] | None = None
         self._err: IO[bytes] | None = None
+        self._reset_segment()
+
+    def _reset_segment(self) -> None:
+        self._seg_completed = self._seg_failed = 0
+        self._seg_seqs: list[int] = []
+        self._seg_usage: dict[str, int] = {}
 
     def _open(self) -> None:
         stack = contextlib.ExitStack()
         in_place = isinstance(default_storage, FileSystemStorage)
         try:
             streams = []
-            for name in names(self.batch_id, self.index, self.fence):
+            for name in names(self.batch_id, self.index, self.fence, self.segment):
                 if in_place:
                     streams.append(stack.enter_context(storage.writer(default_storage, name)))
                 else:
@@ -170,35 +196,58 @@ class PartWriter:
             raise
         self._stack = stack
 
-    def add(self, line: bytes, ok: bool) -> None:
+    def add(self, line: bytes, ok: bool, seq: int, usage: dict[str, int] | None = None) -> None:
         if self._stack is None:
             self._open()
         if ok:
             self._out.write(line)  # type: ignore[union-attr]
             self.completed += 1
+            self._seg_completed += 1
         else:
             self._err.write(line)  # type: ignore[union-attr]
             self.failed += 1
+            self._seg_failed += 1
+        self.seqs.append(seq)
+        self._seg_seqs.append(seq)
+        for key in USAGE_KEYS:
+            self._seg_usage[key] = self._seg_usage.get(key, 0) + int((usage or {}).get(key) or 0)
 
     @property
     def empty(self) -> bool:
-        return self._stack is None
+        """No line written since the last commit."""
+        return not self._seg_seqs
 
-    def commit(self, seqs: Iterable[int], usage: dict[str, int]) -> Part:
-        """Store both files (each whole or not at all); the caller records the part on the
-        chunk, or discards it if it lost the chunk meanwhile."""
-        if PART_PAUSE_SECONDS:
-            log.warning("test hook: holding the part of %s#%d for %.1fs", self.batch_id, self.index, PART_PAUSE_SECONDS)
-            time.sleep(PART_PAUSE_SECONDS)
+    @property
+    def uncommitted(self) -> int:
+        return len(self._seg_seqs)
+
+    def commit(self, even_empty: bool = False) -> Part | None:
+        """Store the lines written since the last commit as a segment (both files, each whole
+        or not at all) and start the next; None if there are none (unless ``even_empty``).
+        The caller records the part on the chunk, or discards it if it lost the chunk meanwhile."""
+        self.committed_at = time.monotonic()
+        if self.empty and not even_empty:
+            self.discard()
+            return None
         if self._stack is None:
             self._open()
         stack, self._stack = self._stack, None
         assert stack is not None
         stack.close()
-        return Part(self.fence, self.completed, self.failed, as_ranges(seqs), dict(usage))
+        part = Part(
+            self.fence,
+            self._seg_completed,
+            self._seg_failed,
+            as_ranges(self._seg_seqs),
+            dict(self._seg_usage),
+            self.segment,
+        )
+        self.segment += 1
+        self._reset_segment()
+        return part
 
     def discard(self) -> None:
-        """Drop what was written: nothing is stored (a claim taken by another worker)."""
+        """Drop what was written since the last commit: nothing of it is stored."""
         stack, self._stack = self._stack, None
         if stack is None:
             return
@@ -206,6 +255,9 @@ class PartWriter:
         # removed, multipart upload aborted).
         with contextlib.suppress(_Discarded):
             stack.__exit__(_Discarded, _Discarded(), None)
+
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 @contextlib.contextmanager
@@ -232,16 +284,20 @@ def write(
     usage: dict[str, int],
 ) -> Part:
     """Write a whole part at once (finalize's tests and tools; the worker streams with PartWriter)."""
+    positions = sorted(seqs)
+    if len(positions) != len(output) + len(errors):
+        raise ValueError(f"{len(output) + len(errors)} lines for {len(positions)} positions")
     writer = PartWriter(batch_id, index, fence)
-    for line in output:
-        writer.add(line, ok=True)
-    for line in errors:
-        writer.add(line, ok=False)
-    return writer.commit(seqs, usage)
+    lines = [(line, True) for line in output] + [(line, False) for line in errors]
+    for (line, ok), seq in zip(lines, positions, strict=True):
+        writer.add(line, ok, seq)
+    part = writer.commit(even_empty=True)
+    assert part is not None
+    return Part(part.fence, part.completed, part.failed, part.done, dict(usage), part.segment)
 
 
-def discard(batch_id: str, index: int, fence: int) -> None:
-    for name in names(batch_id, index, fence):
+def discard(batch_id: str, index: int, part: Part) -> None:
+    for name in names_of(batch_id, index, part):
         default_storage.delete(name)  # no error if it is not there
 
 
@@ -260,7 +316,7 @@ def problem(batch_id: str, index: int, part: Part, request_count: int) -> str | 
         return f"part {part.fence} records {part.lines} lines but {part.done} positions"
     if any(start < 0 or end > request_count or start >= end for start, end in part.done):
         return f"part {part.fence} records positions outside the chunk's {request_count} lines"
-    for name, expected in zip(names(batch_id, index, part.fence), (part.completed, part.failed), strict=True):
+    for name, expected in zip(names_of(batch_id, index, part), (part.completed, part.failed), strict=True):
         found = count_lines(name)
         short = name.rsplit("/", 1)[-1]
         if found is None:

@@ -29,7 +29,7 @@ from django.db.models.functions import Coalesce
 
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, Worker, WorkerState
 from jobs.models.clock import Now, ago, db_now
-from jobs.services import loads, parts, scheduling
+from jobs.services import counters, loads, parts, scheduling
 from jobs.services.parts import Part
 
 log = logging.getLogger("batchsite.worker")
@@ -258,6 +258,8 @@ def sweep_stale(stale_after: float, max_attempts: int, batch_ids: Collection[str
         ).update(worker=None, completed=completed, failed=failed, **fields)
         if changed:
             log.warning("took back chunk %s from silent worker %s (attempt %d)", chunk, chunk.worker_id, chunk.attempts)
+            # Lines its last progress report counted that no checkpoint holds: they run again.
+            counters.add(counters.LINES_RERUN, chunk.completed + chunk.failed - completed - failed)
             refresh_batch_counts(chunk.batch_id)
             touched.append(chunk.batch_id)
     return touched

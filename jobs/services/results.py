@@ -12,7 +12,6 @@ whatever results could still be assembled.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import shutil
 import time
@@ -38,9 +37,6 @@ log = logging.getLogger("batchsite.worker")
 
 CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
-# Fault injection for the kill -9 tests: hold finalize open so a test can kill
-# the worker in the middle of it. Zero (off) unless the variable is set.
-FINALIZE_PAUSE_SECONDS = float(os.environ.get("BATCHSITE_TEST_FINALIZE_PAUSE", "0"))
 
 
 def _dumps(obj: Any) -> bytes:
@@ -131,7 +127,7 @@ class _Assembly:
         for part in recorded:
             if self.best_effort and parts.problem(self.batch.id, chunk.index, part, chunk.request_count):
                 continue
-            out_name, err_name = parts.names(self.batch.id, chunk.index, part.fence)
+            out_name, err_name = parts.names_of(self.batch.id, chunk.index, part)
             _copy(out_name, self.out)
             _copy(err_name, self.err)
             self.completed += part.completed
@@ -258,8 +254,6 @@ def _assemble_and_end(batch: Batch, worker_id: str | None, give_up: str = "") ->
         assembly = _Assembly(batch, out_stream, err_stream, best_effort=bool(give_up))
         for chunk in chunks:
             assembly.add(chunk)
-        if FINALIZE_PAUSE_SECONDS:
-            time.sleep(FINALIZE_PAUSE_SECONDS)
     output, error = _publish(batch, assembly, out, err)
     fields: dict[str, Any] = {}
     if give_up:

@@ -31,6 +31,7 @@ OPERATIONS = {
     ("get", "/v1/batches/{batch_id}"),
     ("post", "/v1/batches/{batch_id}/cancel"),
     ("post", "/v1/batches/{batch_id}/retry"),
+    ("get", "/v1/batches/{batch_id}/results"),
     ("get", "/v1/models"),
     ("get", "/v1/models/{model}"),
 }
@@ -98,6 +99,9 @@ def test_the_file_and_model_objects_match_what_the_api_returns(openapi, client, 
 
 def test_retry_is_marked_as_an_extension_and_creates_link_to_what_they_make(openapi):
     assert openapi["paths"]["/v1/batches/{batch_id}/retry"]["post"]["x-batchsite-extension"] is True
+    results = openapi["paths"]["/v1/batches/{batch_id}/results"]["get"]
+    assert results["x-batchsite-extension"] is True
+    assert [p["schema"]["enum"] for p in results["parameters"] if p["name"] == "file"] == [["error", "output"]]
     links = openapi["paths"]["/v1/files"]["post"]["responses"]["200"]["links"]
     assert links["CreateBatch"]["requestBody"]["input_file_id"] == "$response.body#/id"
     assert links["RetrieveFile"] == {"operationId": "retrieveFile", "parameters": {"file_id": "$response.body#/id"}}

@@ -126,3 +126,23 @@ def test_the_cli_imports_no_part_of_the_server():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result
+
+
+def test_download_partial_writes_the_lines_finished_so_far(cli, tmp_path):
+    from jobs.models import Chunk
+    from jobs.services import parts, results
+
+    batch_id = cli.run("submit", write(tmp_path / "in.jsonl", [chat_line(i) for i in range(4)])).stdout.strip()
+    # A checkpoint of a claim, stored where the live server keeps its files.
+    ok = results.result_line("req-1", 200, "r1", {"ok": True})
+    out_name, err_name = parts.names(batch_id, 0, 1)
+    for name, content in ((out_name, ok), (err_name, b"")):
+        path = Path(cli.server_data_dir) / "files" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    part = parts.Part(1, 1, 0, ((1, 2),))
+    Chunk.objects.filter(batch_id=batch_id, index=0).update(parts=[part.to_json()])
+    result = cli.run("download", batch_id, "--partial", "--output", "so-far.jsonl", "--errors", "err-so-far.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "so-far.jsonl").read_bytes() == ok and (tmp_path / "err-so-far.jsonl").read_bytes() == b""
+    assert "output so far: so-far.jsonl (1 lines)" in result.stderr

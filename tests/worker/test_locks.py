@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from jobs.models import Batch, Chunk, ChunkStatus
 from jobs.services import batches as batch_service
-from jobs.services import queue, results
+from jobs.services import queue
 from tests.worker.common import make_batch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,9 +67,9 @@ def test_a_claim_racing_a_cancel_of_the_same_batch_does_not_deadlock(client, mod
         assert statuses == [ChunkStatus.CANCELLED] * 3 + [ChunkStatus.RUNNING]
 
 
-def test_concurrent_cancels_of_one_batch_all_get_the_batch(client, api_key, models, upload, monkeypatch):
+def test_concurrent_cancels_of_one_batch_all_get_the_batch(client, api_key, models, upload, slow_finalize):
     batch_id = make_batch(client, upload, 10)
-    monkeypatch.setattr(results, "FINALIZE_PAUSE_SECONDS", 1.0)  # the first cancel finishes it slowly
+    slow_finalize(1.0)  # the first cancel finishes it slowly
     answers: list[tuple[int, dict[str, Any]]] = []
     errors: list[BaseException] = []
 

@@ -62,7 +62,8 @@ def test_a_chunks_40_mb_of_embeddings_never_sit_in_the_workers_memory(chunk: Chu
         tracemalloc.stop()
     assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB held"
 
-    part = run.part.commit(run.seqs, run.usage)
+    part = run.part.commit()
+    assert part is not None
     assert (part.completed, part.failed) == (LINES - 10, 10)
     assert part.done == ((0, LINES),) and part.usage["prompt_tokens"] == 5 * (LINES - 10)
     assert parts.problem(chunk.batch_id, chunk.index, part, LINES) is None

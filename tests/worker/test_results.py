@@ -15,7 +15,6 @@ from django.utils import timezone
 
 from jobs.models import Batch, Chunk, ChunkStatus, File, Worker
 from jobs.models.clock import ago
-from jobs.services import results
 from tests.conftest import chat_line, start_worker
 from tests.worker.common import FAST, SIM, assert_every_line_once, finish, lines_of, make_batch, status, wait_for
 
@@ -77,7 +76,7 @@ def test_a_worker_that_lost_its_chunk_cannot_overwrite_the_winners_part(client, 
     for line in lines[5:]:
         line["body"]["sim_sleep"] = 0.5  # keeps the batch open until the loser has written
     batch_id = make_batch(client, upload, lines)
-    loser = start_worker(settings, *SIM, "--worker-id", "loser", **FAST, BATCHSITE_TEST_PART_PAUSE="3")
+    loser = start_worker(settings, *SIM, "--worker-id", "loser", **FAST, FAULT_PART_PAUSE_SECONDS="3")
     try:
         # The loser has finished chunk 0 and is about to write its part: freeze it there,
         # so it stops heart-beating and the winner takes the chunk over.
@@ -105,9 +104,9 @@ def test_a_worker_that_lost_its_chunk_cannot_overwrite_the_winners_part(client, 
     assert chunk.worker_id == "winner" and chunk.attempts == 2 and [part["fence"] for part in chunk.parts] == [2]
 
 
-def test_a_cancel_finishing_a_batch_is_not_taken_over_by_a_worker(client, models, upload, settings, monkeypatch):
+def test_a_cancel_finishing_a_batch_is_not_taken_over_by_a_worker(client, models, upload, settings, slow_finalize):
     batch_id = make_batch(client, upload, 20)
-    monkeypatch.setattr(results, "FINALIZE_PAUSE_SECONDS", 3.0)  # the API's finalize takes a while
+    slow_finalize(3.0)  # the API's finalize takes a while
     answer: dict[str, Any] = {}
 
     def cancel() -> None:

@@ -1,7 +1,7 @@
 """Time is the database's: workers whose host clocks are an hour off neither lose their
 chunks nor take others', nor hide their own death; and a batch past its window expires
 even when no worker is left to expire it. Real worker subprocesses on the SIMULATED
-engine; BATCHSITE_TEST_CLOCK_OFFSET_SECONDS skews a worker's clock as Django sees it."""
+engine; FAULT_CLOCK_OFFSET_SECONDS skews a worker's clock as Django sees it."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_workers_whose_clocks_are_an_hour_off_keep_their_chunks(client, models, 
         "late",
         **FAST,
         SIM_SLEEP_SECONDS="0.05",
-        BATCHSITE_TEST_CLOCK_OFFSET_SECONDS="-" + HOUR,
+        FAULT_CLOCK_OFFSET_SECONDS="-" + HOUR,
     )
     wait_for(lambda: Chunk.objects.filter(worker_id="late", status=ChunkStatus.RUNNING).exists(), what="late to run")
     # By its own clock, "late" last beat an hour ago; "early" looks at the queue as soon as it starts.
@@ -42,7 +42,7 @@ def test_workers_whose_clocks_are_an_hour_off_keep_their_chunks(client, models, 
         "early",
         **FAST,
         SIM_SLEEP_SECONDS="0.02",
-        BATCHSITE_TEST_CLOCK_OFFSET_SECONDS=HOUR,
+        FAULT_CLOCK_OFFSET_SECONDS=HOUR,
     )
     assert finish(late) == 0 and finish(early) == 0
     assert_every_line_once(batch_id, n)
@@ -61,7 +61,7 @@ def test_a_worker_whose_clock_runs_an_hour_ahead_is_still_seen_to_die(client, mo
         "doomed",
         **FAST,
         SIM_SLEEP_SECONDS="0.05",
-        BATCHSITE_TEST_CLOCK_OFFSET_SECONDS=HOUR,
+        FAULT_CLOCK_OFFSET_SECONDS=HOUR,
     )
     wait_for(lambda: Batch.objects.get(pk=batch_id).completed >= 5, what="progress")
     doomed.send_signal(signal.SIGKILL)

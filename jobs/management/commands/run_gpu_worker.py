@@ -1,12 +1,9 @@
 from __future__ import annotations
 
 import logging
-import os
-from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from jobs.engine import pinning as device_config
@@ -14,16 +11,6 @@ from jobs.worker import GpuWorker
 
 DEFAULT_ENGINE = "jobs.engine.vllm_engine.VllmEngine"
 log = logging.getLogger("batchsite.worker")
-
-
-def skew_clock_for_tests() -> None:
-    """Fault injection for the clock-skew test: this worker's host clock runs
-    BATCHSITE_TEST_CLOCK_OFFSET_SECONDS off (as Django sees it). Off unless set."""
-    offset = float(os.environ.get("BATCHSITE_TEST_CLOCK_OFFSET_SECONDS", "0"))
-    if offset:
-        real_now = timezone.now
-        timezone.now = lambda: real_now() + timedelta(seconds=offset)
-        logging.getLogger("batchsite.worker").warning("test hook: this worker's clock is %+.0fs off", offset)
 
 
 class Command(BaseCommand):
@@ -62,7 +49,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         logging.getLogger("batchsite").setLevel(options["log_level"])
-        skew_clock_for_tests()
         # First of all: CUDA reads CUDA_VISIBLE_DEVICES once, when it starts in this process.
         try:
             devices = device_config.parse(options["device"], options["devices"])
