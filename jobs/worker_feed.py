@@ -116,10 +116,10 @@ def read_requests(run: ChunkRun, source: BinaryIO, model: str) -> Iterator[Engin
     for line in iter_lines(
         source, settings.BATCHSITE.max_line_bytes, chunk.start_byte, chunk.end_byte, chunk.first_line
     ):
-        if line.data is None or line.blank:
+        if line.blank:  # a too-long line keeps its position: invalid_lines="skip" marks it done
             continue
         seq += 1
-        if seq in run.skip:
+        if seq in run.skip or line.data is None:
             continue
         obj = jsonl.loads(line.data)
         body = obj["body"]

@@ -68,7 +68,7 @@ def result_line(custom_id: str, status_code: int, request_id: str, body: Any) ->
     )
 
 
-def error_line(custom_id: str, code: str, message: str) -> bytes:
+def error_line(custom_id: str | None, code: str, message: str) -> bytes:
     """A line that never ran: no response, only OpenAI's ``error`` object."""
     return _dumps(
         {
@@ -147,10 +147,12 @@ class _Assembly:
                 lines = iter_lines(
                     source, settings.BATCHSITE.max_line_bytes, chunk.start_byte, chunk.end_byte, chunk.first_line
                 )
-                requests = (line for line in lines if line.data is not None and not line.blank)
+                requests = (line for line in lines if not line.blank)  # too-long lines hold a position too
                 for seq, line in enumerate(requests):
                     if seq not in done:
-                        self.err.write(error_line(jsonl.loads(line.data)["custom_id"], code, message))  # type: ignore[arg-type]
+                        # A line too long to read (the limit was lowered since validation) has no custom_id.
+                        custom_id = jsonl.loads(line.data)["custom_id"] if line.data is not None else None
+                        self.err.write(error_line(custom_id, code, message))
                         self.failed += 1
         except (OSError, File.DoesNotExist, ValueError) as exc:
             if not self.best_effort:
