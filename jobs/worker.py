@@ -89,6 +89,8 @@ class GpuWorker:
         self.feeding = False
         self.last_progress = time.monotonic()
         self._gave_up_on_engine = False
+        self.claimed_at: float | None = None  # when tick claimed the chunk process() runs
+        self.last_result_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -242,6 +244,7 @@ class GpuWorker:
         chunk = queue.claim_next(self.id, skip_models=self.unfit_models())
         if chunk is None:
             return busy
+        self.claimed_at = time.monotonic()
         self.process(chunk)
         return True
 
@@ -276,7 +279,7 @@ class GpuWorker:
             self.load_failed(chunk, spec, str(exc))
             return
         self.set_state(WorkerState.RUNNING)
-        feeder = self.feeder = Feeder(self, chunk, spec.name)
+        feeder = self.feeder = Feeder(self, chunk, spec.name, claimed=self.claimed_at)
         try:
             self.pump(feeder, spec)
             self.settle(feeder)
@@ -395,7 +398,7 @@ class GpuWorker:
         run, seq = result.tag
         if self.feeder is not None:
             self.feeder.in_flight.pop((run.chunk.pk, seq), None)
-        self.last_progress = time.monotonic()
+        self.last_progress = self.last_result_at = time.monotonic()
         if run.abandoned:
             return
         if result.aborted or ((self.aborting.is_set() or run.stopped) and result.status_code >= 400):
@@ -404,7 +407,18 @@ class GpuWorker:
             run.add(seq, result)
             self.meter.result(run.chunk.batch.model, (result.usage or {}).get("completion_tokens", 0), run.started)
         if run.settled:
-            self.close_run(run)
+            self.close_timed(run)
+
+    def close_timed(self, run: ChunkRun) -> None:
+        """close_run, logging the time since the last result: the per-batch wind-down
+        cost (bench/e2e_throughput.py reads it); for a batch's last chunk it includes the finalize."""
+        self.close_run(run)
+        log.info(
+            "batch %s chunk %d: closed %.3fs after its last result",
+            run.chunk.batch_id,
+            run.chunk.index,
+            time.monotonic() - self.last_result_at,
+        )
 
     def close_run(self, run: ChunkRun, count_attempt: bool = False, reason: str = "") -> None:
         """Write the lines this claim finished as its part, then end the chunk: done (every
@@ -450,7 +464,11 @@ class GpuWorker:
         expiry keep what ran; the rest (shutdown, an error) keep the lines they finished and
         go back to the queue for the others."""
         for run in feeder.runs:
-            if not run.abandoned:
+            if run.abandoned:
+                continue
+            if run.settled and (run.all_done or run.stopped) and not count_attempt:
+                self.close_timed(run)
+            else:
                 self.close_run(run, count_attempt=count_attempt, reason=reason or "The worker running it stopped.")
 
 

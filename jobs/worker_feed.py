@@ -124,8 +124,11 @@ def read_requests(run: ChunkRun, source: BinaryIO, model: str) -> Iterator[Engin
 
 
 class Feeder:
-    def __init__(self, worker: FeedOwner, first: Chunk, model: str) -> None:
+    def __init__(self, worker: FeedOwner, first: Chunk, model: str, claimed: float | None = None) -> None:
         self.worker = worker
+        # When the chunk being opened was claimed (monotonic): its first request is
+        # logged with the time since, the per-batch start-up cost (bench/e2e_throughput.py).
+        self._claimed = claimed
         self.model = model
         self.runs: list[ChunkRun] = []
         self.in_flight: dict[tuple[int, int], EngineRequest] = {}
@@ -176,11 +179,22 @@ class Feeder:
                     self.worker.close_run(run)
                 continue
             run.fed += 1
+            if run.fed == 1 and self._claimed is not None:
+                log.info(
+                    "batch %s chunk %d: first request to the engine %.3fs after its claim",
+                    run.chunk.batch_id,
+                    run.chunk.index,
+                    time.monotonic() - self._claimed,
+                )
+                self._claimed = None
             self.in_flight[(run.chunk.pk, request.tag[1])] = request
             return request
 
     def _open_next(self) -> bool:
-        chunk = self._next_chunk or queue.claim_next(self.worker.id, model=self.model)
+        chunk = self._next_chunk
+        if chunk is None:
+            chunk = queue.claim_next(self.worker.id, model=self.model)
+            self._claimed = time.monotonic()
         self._next_chunk = None
         if chunk is None:
             return False
