@@ -131,6 +131,46 @@ CHAT_BODIES: dict[str, dict[str, Any]] = {
         "seed": 42,
     },
     "greedy-n2": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "n": 2},  # a 400
+    # Final-only detokenization (jobs/engine/final_decode.py) must give vLLM's text: lines that
+    # end on EOS (the stop token left out), n > 1, multi-byte output, json_schema; and the lines
+    # it must leave to vLLM's incremental detokenizer: stop strings (above), logprobs (above),
+    # a stop string kept in the output, special tokens kept.
+    "ends-on-eos": {"messages": [{"role": "user", "content": "Reply with only the word yes."}], "max_tokens": 40},
+    "n3-seeded": {
+        "messages": [{"role": "user", "content": "Write a short line about the sea."}],
+        "max_tokens": 24,
+        "n": 3,
+        "temperature": 1.0,
+        "seed": 7,
+    },
+    "unicode": {
+        "messages": [{"role": "user", "content": "Écris « bonjour » en chinois, japonais et avec un emoji 🙂."}],
+        "max_tokens": 40,
+        "temperature": 1.0,
+        "seed": 5,
+    },
+    "json-schema": {
+        "messages": [{"role": "user", "content": "Give a city and its country as JSON."}],
+        "max_tokens": 48,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "place",
+                "schema": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+                    "required": ["city", "country"],
+                },
+            },
+        },
+    },
+    "stop-included": {
+        "messages": [{"role": "user", "content": "Count from 1 to 10."}],
+        "max_tokens": 30,
+        "stop": ["4"],
+        "include_stop_str_in_output": True,
+    },
+    "special-kept": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 30, "skip_special_tokens": False},
     "too-long": {"messages": [{"role": "user", "content": "hello " * 3000}], "max_tokens": 4},  # a 400
 }
 COMPLETION_BODIES: dict[str, dict[str, Any]] = {
@@ -142,6 +182,7 @@ COMPLETION_BODIES: dict[str, dict[str, Any]] = {
     "max-tokens": {"prompt": "Hi", "max_tokens": 100_000},
     "bad-param": {"prompt": "Hi", "max_tokens": 4, "top_p": 7},
     "bad-type": {"prompt": "Hi", "max_tokens": "four"},
+    "unicode-n2": {"prompt": "Voici « 你好 » :", "max_tokens": 16, "n": 2, "temperature": 1.0, "seed": 11},
 }
 EMBED_BODIES: dict[str, dict[str, Any]] = {
     "one": {"input": "A sentence to embed."},
@@ -402,6 +443,20 @@ def test_chat_bodies_equal_run_batch(engine: Any, smol_spec: ModelSpec, referenc
     for cid in CHAT_BODIES:
         assert_same_as_run_batch(ours[cid], theirs[cid])
     assert ours["too-long"].status_code == ours["greedy-n2"].status_code == 400
+    assert ours["ends-on-eos"].body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_final_only_decoding_takes_the_lines_that_allow_it(engine: Any, smol_spec: ModelSpec) -> None:
+    from jobs.engine.final_decode import FinalDecodeClient
+
+    engine.load(smol_spec)
+    client = engine._serving.state.openai_serving_chat.engine_client
+    assert isinstance(client, FinalDecodeClient)
+    before = client.decoded
+    run_all(engine, [EngineRequest(cid, CHAT, CHAT_BODIES[cid]) for cid in ("stop", "logprobs", "special-kept")])
+    assert client.decoded == before  # these read text as it is generated: vLLM's detokenizer did
+    run_all(engine, [EngineRequest(cid, CHAT, CHAT_BODIES[cid]) for cid in ("plain", "n3-seeded")])
+    assert client.decoded == before + 4  # one per completion, n=3 counting three
 
 
 def test_completion_bodies_equal_api_server(engine: Any, smol_spec: ModelSpec, references: Any) -> None:
