@@ -279,7 +279,10 @@ class GpuWorker:
             self.load_failed(chunk, spec, str(exc))
             return
         self.set_state(WorkerState.RUNNING)
-        feeder = self.feeder = Feeder(self, chunk, spec.name, claimed=self.claimed_at)
+        # The engine's window (the vLLM engine's: twice its scheduler's sequences) is how far
+        # the feeder reads ahead to group lines by prompt prefix.
+        window = int(getattr(self.engine, "window", 1) or 1)
+        feeder = self.feeder = Feeder(self, chunk, spec.name, claimed=self.claimed_at, window=window)
         try:
             self.pump(feeder, spec)
             self.settle(feeder)

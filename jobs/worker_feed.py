@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db.utils import InterfaceError, OperationalError
 
 from jobs.engine.base import EngineRequest, EngineResult
+from jobs.engine.prefix_order import grouped
 from jobs.models import Chunk, File
 from jobs.services import files as file_service
 from jobs.services import jsonl, parts, queue, results
@@ -124,8 +125,11 @@ def read_requests(run: ChunkRun, source: BinaryIO, model: str) -> Iterator[Engin
 
 
 class Feeder:
-    def __init__(self, worker: FeedOwner, first: Chunk, model: str, claimed: float | None = None) -> None:
+    def __init__(
+        self, worker: FeedOwner, first: Chunk, model: str, claimed: float | None = None, window: int = 1
+    ) -> None:
         self.worker = worker
+        self.window = window  # lines read ahead and grouped by prompt prefix (jobs/engine/prefix_order.py)
         # When the chunk being opened was claimed (monotonic): its first request is
         # logged with the time since, the per-batch start-up cost (bench/e2e_throughput.py).
         self._claimed = claimed
@@ -209,7 +213,7 @@ class Feeder:
         except Exception as exc:
             self._drop(run, exc)
             return True  # on to the next chunk; this one comes back until it has had its tries
-        self._lines = read_requests(run, self._source, self.model)
+        self._lines = grouped(read_requests(run, self._source, self.model), self.window)
         return True
 
     def _drop(self, run: ChunkRun, exc: Exception) -> None:

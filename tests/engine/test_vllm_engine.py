@@ -459,6 +459,33 @@ def test_final_only_decoding_takes_the_lines_that_allow_it(engine: Any, smol_spe
     assert client.decoded == before + 4  # one per completion, n=3 counting three
 
 
+def test_prefix_grouped_order_gives_every_line_the_same_answer_as_input_order(
+    engine: Any, smol_spec: ModelSpec
+) -> None:
+    from jobs.engine.prefix_order import grouped
+
+    engine.load(smol_spec)
+    systems = ["You answer in one short sentence. " * 12, "You are a careful geographer. " * 12]
+    lines = [
+        EngineRequest(
+            f"p-{i}",
+            CHAT,
+            {
+                "model": SMOL_NAME,
+                "messages": [{"role": "system", "content": systems[i % 2]}, {"role": "user", "content": f"Name {i}."}],
+                "temperature": 0,
+                "max_tokens": 8,
+            },
+        )
+        for i in range(8)
+    ]
+    reordered = list(grouped(lines, window=8))
+    assert [r.custom_id for r in reordered] != [r.custom_id for r in lines]
+    in_order, by_prefix = run_all(engine, lines), run_all(engine, reordered)
+    for cid in in_order:
+        assert_same_body(by_prefix[cid].body, in_order[cid].body, cid)
+
+
 def test_completion_bodies_equal_api_server(engine: Any, smol_spec: ModelSpec, references: Any) -> None:
     engine.load(smol_spec)
     ours = run_all(engine, [EngineRequest(cid, COMPLETIONS, body) for cid, body in COMPLETION_BODIES.items()])
