@@ -1,6 +1,7 @@
 """Prefix-aware ordering (jobs/engine/prefix_order.py) against input order, side by side.
 
     .venv/bin/python bench/prefix_order.py --model tiny --n 1024 [--rounds 2] [--json out.json]
+    .venv/bin/python bench/prefix_order.py --model tiny --n 1024 --kv-cache-mib 4   # a cache that holds few prefixes
 
 The workload: 8 distinct system prompts of ~300 tokens, interleaved line by line
 (line i uses prompt i % 8), each with a short distinct question and max_tokens 8
@@ -16,6 +17,7 @@ counters) for the run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -82,12 +84,18 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1024)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--kv-cache-mib", type=float, help="a KV cache this small (kv_cache_memory_bytes): fewer prefixes fit"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
 
     from jobs.engine.vllm_engine import VllmEngine
 
     spec = model_spec(args.model)
+    if args.kv_cache_mib:
+        options = {**spec.engine_options, "kv_cache_memory_bytes": int(args.kv_cache_mib * 2**20)}
+        spec = dataclasses.replace(spec, engine_options=options)
     words = seed_words(spec.source)
     engine = VllmEngine()
     engine.log_stats = True
@@ -113,7 +121,8 @@ def main() -> None:
         for name, runs in rounds.items()
     ]
     ratio = rows[1]["req_s"] / rows[0]["req_s"]
-    print(f"model={spec.name} n={args.n} window={window} rounds={args.rounds} (medians)")
+    cache = f"{args.kv_cache_mib:g} MiB" if args.kv_cache_mib else "default"
+    print(f"model={spec.name} n={args.n} window={window} rounds={args.rounds} kv cache={cache} (medians)")
     print(table(rows, ["order", "seconds", "req_s", "hit_rate"]))
     print(f"prefix-grouped / input order throughput: {ratio:.3f}")
     emit({"model": spec.name, "n": args.n, "rows": rows, "rounds": rounds, "ratio": ratio}, args.json)
