@@ -43,10 +43,12 @@ def prefix_key(request: EngineRequest) -> str:
             if size >= _KEY_CHARS:
                 break
         return "".join(parts)[:_KEY_CHARS]
-    prompt = body.get("prompt", body.get("input"))
+    if request.url == "/v1/embeddings":
+        return ""  # nothing generated, no prefix cache to serve: left in input order
+    prompt = body.get("prompt", body.get("input"))  # completions; responses' input
     if isinstance(prompt, str):
         return prompt[:_KEY_CHARS]
-    return ""  # token-id prompts, lists, embeddings inputs: left in input order
+    return ""  # token-id prompts, lists: left in input order
 
 
 def grouped(requests: Iterable[EngineRequest], window: int) -> Iterator[EngineRequest]:

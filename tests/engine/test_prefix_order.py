@@ -62,3 +62,6 @@ def test_prefix_keys_of_hostile_bodies_never_raise_and_bound_their_size() -> Non
         assert isinstance(key, str) and len(key) <= 2048
     # Embeddings inputs and token prompts are left in input order (one empty key for all).
     assert prefix_key(EngineRequest("x", "/v1/embeddings", {"input": ["a"]})) == ""
+    assert prefix_key(EngineRequest("x", "/v1/embeddings", {"input": "some text"})) == ""
+    embeddings = [EngineRequest(f"e-{i}", "/v1/embeddings", {"input": f"{9 - i} text"}) for i in range(10)]
+    assert list(grouped(embeddings, window=8)) == embeddings
