@@ -453,9 +453,15 @@ def test_final_only_decoding_takes_the_lines_that_allow_it(engine: Any, smol_spe
     client = engine._serving.state.openai_serving_chat.engine_client
     assert isinstance(client, FinalDecodeClient)
     before = client.decoded
-    run_all(engine, [EngineRequest(cid, CHAT, CHAT_BODIES[cid]) for cid in ("stop", "logprobs", "special-kept")])
+    incremental = [
+        chat("stop", "Count to 5.", max_tokens=4, stop=["3"]),
+        chat("logprobs", "Hi", max_tokens=4, logprobs=True),
+        chat("special-kept", "Hi", max_tokens=4, skip_special_tokens=False),
+    ]
+    assert all(r.status_code == 200 for r in run_all(engine, incremental).values())
     assert client.decoded == before  # these read text as it is generated: vLLM's detokenizer did
-    run_all(engine, [EngineRequest(cid, CHAT, CHAT_BODIES[cid]) for cid in ("plain", "n3-seeded")])
+    final = [chat("plain", "Hi", max_tokens=4), chat("n3", "Hi", max_tokens=4, n=3, temperature=1.0, seed=1)]
+    assert all(r.status_code == 200 for r in run_all(engine, final).values())
     assert client.decoded == before + 4  # one per completion, n=3 counting three
 
 
