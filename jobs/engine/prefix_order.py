@@ -7,8 +7,9 @@ document often come interleaved with others; when the distinct prefixes in
 flight are more than the cache keeps, input order evicts each prefix before its
 next use. ``grouped`` reads ahead up to a window of lines (the engine's window:
 what it would hold in flight anyway) and hands them over grouped by prefix, so
-each prefix is computed once per group. Within a group, and for lines with no
-prefix worth grouping (embeddings), the input order is kept (a stable sort).
+each prefix is computed once per group. Groups come in the order of their first
+line, lines within a group in input order; a window whose lines share no key, and
+embeddings, are left in input order.
 
 What a line answers does not depend on its order: each line's result is its
 own, written with its position in the chunk (the result files are in finishing
@@ -25,29 +26,27 @@ from .base import EngineRequest
 # Characters of a prompt's start that make its key: well past a system message
 # or preamble's first KV block (16 tokens), cheap to compare.
 _KEY_CHARS = 2048
+# Of a bare prompt (completions), whose shared part has no marked end: a few blocks' worth.
+_PROMPT_CHARS = 256
 
 
 def prefix_key(request: EngineRequest) -> str:
-    """The start of the prompt as text, in the order the chat template renders it."""
+    """What lines must share to be grouped: a chat's first message (its system prompt or
+    preamble, rendered first by the chat template), a prompt's first characters."""
     body = request.body
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        parts: list[str] = []
-        size = 0
-        for message in messages:
-            content = message.get("content") if isinstance(message, dict) else None
-            text = content if isinstance(content, str) else repr(content)
-            role = message.get("role") if isinstance(message, dict) else None
-            parts.append(f"{role}\x00{text}\x00")
-            size += len(text)
-            if size >= _KEY_CHARS:
-                break
-        return "".join(parts)[:_KEY_CHARS]
     if request.url == "/v1/embeddings":
         return ""  # nothing generated, no prefix cache to serve: left in input order
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        message = messages[0] if messages else None
+        if not isinstance(message, dict):
+            return ""
+        content = message.get("content")
+        text = content[:_KEY_CHARS] if isinstance(content, str) else repr(content)[:_KEY_CHARS]
+        return f"{message.get('role')}\x00{text}"[:_KEY_CHARS]
     prompt = body.get("prompt", body.get("input"))  # completions; responses' input
     if isinstance(prompt, str):
-        return prompt[:_KEY_CHARS]
+        return prompt[:_PROMPT_CHARS]
     return ""  # token-id prompts, lists: left in input order
 
 
@@ -67,7 +66,21 @@ def grouped(requests: Iterable[EngineRequest], window: int) -> Iterator[EngineRe
         if not block:
             return
         if window > 1:
-            block.sort(key=prefix_key)
+            block = _grouped_block(block)
         yield from block
         if len(block) < window:
             return
+
+
+def _grouped_block(block: list[Any]) -> list[Any]:
+    """Lines of equal keys together, groups in the order their first line came; a block with
+    no key shared by two lines is left as it came (reordering it could only cost: in
+    this sitting's runs, lines all distinct were slower sorted than in input order)."""
+    keys = [prefix_key(request) for request in block]
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        first.setdefault(key, index)
+    if len(first) == len(keys):
+        return block
+    order = sorted(range(len(block)), key=lambda i: (first[keys[i]], i))
+    return [block[i] for i in order]
