@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,21 @@ class RssWatch(threading.Thread):
             connection.close()
 
 
+def fixed_costs(log: Path, batch_id: str) -> dict[str, float | None]:
+    """The batch's per-batch fixed costs, from the worker's log (jobs/worker.py, worker_feed.py):
+    its first claim to its first request handed to the engine, and its last result to
+    ``completed`` (the close of its last chunk, finalize included)."""
+    first = last = None
+    for line in log.read_text(errors="replace").splitlines():
+        if f"batch {batch_id} chunk " not in line:
+            continue
+        if first is None and (m := re.search(r"first request to the engine ([0-9.]+)s after its claim", line)):
+            first = float(m.group(1))
+        if m := re.search(r"closed ([0-9.]+)s after its last result", line):
+            last = float(m.group(1))
+    return {"claim_to_first_request_s": first, "last_result_to_completed_s": last}
+
+
 def batchsite(
     spec: Any,
     requests: Path,
@@ -187,6 +203,7 @@ def batchsite(
             "output_tokens": output_tokens(out),
             "prompt_tokens": sum((x["response"]["body"].get("usage") or {}).get("prompt_tokens", 0) for x in out),
         }
+        warm.update(fixed_costs(stack.data_dir / "worker-warm.log", batch_id))
         if watch is not None:
             watch.running = False
             watch.join()
@@ -279,6 +296,9 @@ def main() -> None:
     print(table(rows, ["method", "seconds", "req_s", "out_tok_s"]))
     for name, value in ratios.items():
         print(f"{name}: {value:.3f}")
+    for key in ("claim_to_first_request_s", "last_result_to_completed_s"):
+        value = warm.get(key)
+        print(f"per-batch {key.replace('_', ' ')[:-2]}: " + ("not logged" if value is None else f"{value:.3f}s"))
     if args.rss:
         print(
             "worker RSS: first chunk done {rss_first_chunk_MB:.1f} MB, end {rss_end_MB:.1f} MB, "

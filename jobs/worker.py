@@ -91,6 +91,8 @@ class GpuWorker:
         self.feeding = False
         self.last_progress = time.monotonic()
         self._gave_up_on_engine = False
+        self.claimed_at: float | None = None  # when tick claimed the chunk process() runs
+        self.last_result_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -244,6 +246,7 @@ class GpuWorker:
         chunk = queue.claim_next(self.id, skip_models=self.unfit_models())
         if chunk is None:
             return busy
+        self.claimed_at = time.monotonic()
         self.process(chunk)
         return True
 
@@ -278,7 +281,10 @@ class GpuWorker:
             self.load_failed(chunk, spec, str(exc))
             return
         self.set_state(WorkerState.RUNNING)
-        feeder = self.feeder = Feeder(self, chunk, spec.name)
+        # The engine's window (the vLLM engine's: twice its scheduler's sequences) is how far
+        # the feeder reads ahead to group lines by prompt prefix.
+        window = int(getattr(self.engine, "window", 1) or 1)
+        feeder = self.feeder = Feeder(self, chunk, spec.name, claimed=self.claimed_at, window=window)
         try:
             self.pump(feeder, spec)
             self.settle(feeder)
@@ -397,7 +403,7 @@ class GpuWorker:
         run, seq = result.tag
         if self.feeder is not None:
             self.feeder.in_flight.pop((run.chunk.pk, seq), None)
-        self.last_progress = time.monotonic()
+        self.last_progress = self.last_result_at = time.monotonic()
         if run.abandoned:
             return
         if result.aborted or ((self.aborting.is_set() or run.stopped) and result.status_code >= 400):
@@ -406,9 +412,20 @@ class GpuWorker:
             run.add(seq, result)
             self.meter.result(run.chunk.batch.model, (result.usage or {}).get("completion_tokens", 0), run.started)
         if run.settled:
-            self.close_run(run)
+            self.close_timed(run)
         elif run.checkpoint_due(self.checkpoint_seconds, self.checkpoint_lines):
             self.checkpoint(run)
+
+    def close_timed(self, run: ChunkRun) -> None:
+        """close_run, logging the time since the last result: the per-batch wind-down
+        cost (bench/e2e_throughput.py reads it); for a batch's last chunk it includes the finalize."""
+        self.close_run(run)
+        log.info(
+            "batch %s chunk %d: closed %.3fs after its last result",
+            run.chunk.batch_id,
+            run.chunk.index,
+            time.monotonic() - self.last_result_at,
+        )
 
     def close_run(self, run: ChunkRun, count_attempt: bool = False, reason: str = "") -> None:
         """End this claim (jobs/services/claims.py): its last lines recorded, then the chunk
@@ -457,7 +474,11 @@ class GpuWorker:
         expiry keep what ran; the rest (shutdown, an error) keep the lines they finished and
         go back to the queue for the others."""
         for run in feeder.runs:
-            if not run.abandoned:
+            if run.abandoned:
+                continue
+            if run.settled and (run.all_done or run.stopped) and not count_attempt:
+                self.close_timed(run)
+            else:
                 self.close_run(run, count_attempt=count_attempt, reason=reason or "The worker running it stopped.")
 
 

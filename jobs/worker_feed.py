@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db.utils import InterfaceError, OperationalError
 
 from jobs.engine.base import EngineRequest, EngineResult
+from jobs.engine.prefix_order import grouped
 from jobs.models import Chunk, File
 from jobs.services import claims, jsonl, parts, queue, results
 from jobs.services import files as file_service
@@ -128,8 +129,14 @@ def read_requests(run: ChunkRun, source: BinaryIO, model: str) -> Iterator[Engin
 
 
 class Feeder:
-    def __init__(self, worker: FeedOwner, first: Chunk, model: str) -> None:
+    def __init__(
+        self, worker: FeedOwner, first: Chunk, model: str, claimed: float | None = None, window: int = 1
+    ) -> None:
         self.worker = worker
+        self.window = window  # lines read ahead and grouped by prompt prefix (jobs/engine/prefix_order.py)
+        # When the chunk being opened was claimed (monotonic): its first request is
+        # logged with the time since, the per-batch start-up cost (bench/e2e_throughput.py).
+        self._claimed = claimed
         self.model = model
         self.runs: list[ChunkRun] = []
         self.in_flight: dict[tuple[int, int], EngineRequest] = {}
@@ -180,11 +187,22 @@ class Feeder:
                     self.worker.close_run(run)
                 continue
             run.fed += 1
+            if run.fed == 1 and self._claimed is not None:
+                log.info(
+                    "batch %s chunk %d: first request to the engine %.3fs after its claim",
+                    run.chunk.batch_id,
+                    run.chunk.index,
+                    time.monotonic() - self._claimed,
+                )
+                self._claimed = None
             self.in_flight[(run.chunk.pk, request.tag[1])] = request
             return request
 
     def _open_next(self) -> bool:
-        chunk = self._next_chunk or queue.claim_next(self.worker.id, model=self.model)
+        chunk = self._next_chunk
+        if chunk is None:
+            chunk = queue.claim_next(self.worker.id, model=self.model)
+            self._claimed = time.monotonic()
         self._next_chunk = None
         if chunk is None:
             return False
@@ -199,7 +217,7 @@ class Feeder:
         except Exception as exc:
             self._drop(run, exc)
             return True  # on to the next chunk; this one comes back until it has had its tries
-        self._lines = read_requests(run, self._source, self.model)
+        self._lines = grouped(read_requests(run, self._source, self.model), self.window)
         return True
 
     def _drop(self, run: ChunkRun, exc: Exception) -> None:

@@ -144,3 +144,24 @@ def test_the_queue_stays_fifo_across_models_even_when_that_costs_a_swap(client, 
     assert engine.loads == 3
     finished = [Batch.objects.get(pk=i).completed_at for i in ids]
     assert finished == sorted(finished)
+
+
+def test_lines_are_fed_grouped_by_prompt_prefix_within_the_engine_window_and_each_keeps_its_answer(
+    client, models, upload
+):
+    systems = ["You are terse. " * 30, "You are verbose. " * 30]
+    lines = [
+        chat_line(i, body={"model": CHAT_MODEL, "messages": [{"role": "system", "content": systems[i % 2]}]})
+        for i in range(12)
+    ]
+    batch_id = make_batch(client, upload, lines)
+    engine = SimulatedEngine()
+    engine.window = 8  # the feeder reads this far ahead and groups what it read
+    drain(engine)
+    batch = client.get(f"/v1/batches/{batch_id}").json()
+    assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 12, batch
+    out = read_file(batch["output_file_id"])
+    # The simulated engine answers in the order it was fed: the first 8 lines (one window)
+    # grouped by system prompt, input order within a group, then the last 4 likewise.
+    assert [line["custom_id"] for line in out] == [f"req-{i}" for i in (0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 9, 11)]
+    assert all(line["response"]["body"]["echo"] == line["custom_id"] for line in out)  # each line its own answer

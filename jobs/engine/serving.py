@@ -25,6 +25,7 @@ import orjson
 
 from .base import EngineRequest, EngineResult, ModelSpec
 from .errors import openai_error
+from .final_decode import FinalDecodeClient
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +293,11 @@ async def open_serving(spec: ModelSpec, engine_args: dict[str, Any]) -> LoadedSe
         supported = await client.get_supported_tasks()
         state = State()
         await init_app_state(client, state, args, supported)
+        # The generating routes get final-only detokenization where a line allows it.
+        decoding = FinalDecodeClient(client)
+        for name in ("openai_serving_chat", "openai_serving_completion"):
+            if (serving := getattr(state, name, None)) is not None:
+                serving.engine_client = decoding
     except BaseException:
         # vLLM's launcher terminates engine processes that failed to start; a client
         # that did start is shut down by the stack, and we make sure its processes went.

@@ -22,7 +22,7 @@ The processes die with the worker too, even on SIGKILL (see lifeline.py).
 
 Why the serving layer and not a hand-driven engine: it is the code ``vllm serve``
 answers with, so fidelity comes for free, and with the scheduler's offline
-defaults (see serving.open_serving) and a primed start (see _start_primed) it
+defaults (see serving.open_serving) and a primed start (see priming.py) it
 matched one ``LLM.chat`` call here: tiny model ~0.94-1.2x, SmolLM2 ~1.0x.
 """
 
@@ -41,23 +41,15 @@ import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
-from . import lifeline, swap
+from . import lifeline, loading, priming, swap
 from . import options as engine_options
 from .base import EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
-from .errors import openai_error
-from .serving import ABORTED, DEAD, LoadedServing, error_body, open_serving
+from .serving import ABORTED, DEAD, LoadedServing, open_serving
 
 logger = logging.getLogger(__name__)
 
 # How often a waiting ``run`` checks that the engine is still alive.
 _LIVENESS_POLL_S = 0.5
-# Longest the scheduler is held while the first window is queued (see _start_primed).
-_PRIME_MAX_S = 2.0
-
-
-class _Prime:
-    submitted = 0  # written by the caller's thread, read on the loop (plain attribute, GIL-safe)
-    filled = False
 
 
 class VllmEngine:
@@ -75,12 +67,12 @@ class VllmEngine:
         self._lock = threading.RLock()  # load/unload/run exclusion; abort() never takes it
         self.last_load_seconds: float | None = None
         self.last_unload_seconds: float | None = None
-        self.prime_start = True  # see _start_primed
+        self.prime_start = True  # see priming.py
+        self._prime: priming.Prime | None = None
         # vLLM's Prometheus metrics (run_gpu_worker --metrics-port): its stats loggers record
         # into this process's default prometheus_client registry when stats are on.
         self.log_stats = False
         self._base_env = {key: os.environ.get(key) for key in engine_options.ENV_OPTIONS.values()}
-        self._tasks_prime: asyncio.Task[Any] | None = None
         # Resident bytes of each model's engine processes as measured in this process
         # (see swap.py), and the threads still reaping retired engines.
         self.footprints: dict[str, int] = {}
@@ -156,7 +148,7 @@ class VllmEngine:
             resolved = engine_options.resolve(spec)  # ModelLoadError on bad options
             if self.log_stats:
                 resolved.engine_args["disable_log_stats"] = False
-            _check_source(spec)
+            loading.check_source(spec)
             # The engine core process is spawned during load and reads these then.
             os.environ.update(resolved.env)
             started = time.monotonic()
@@ -177,7 +169,7 @@ class VllmEngine:
                 gc.collect()
                 if isinstance(exc, KeyboardInterrupt | SystemExit):
                     raise
-                raise ModelLoadError(_load_error_message(spec, exc)) from exc
+                raise ModelLoadError(loading.load_error_message(spec, exc)) from exc
             self._spec = spec
             self.last_load_seconds = time.monotonic() - started
             self.footprints[spec.name] = swap.footprint(self._serving.engine_pids)
@@ -226,7 +218,7 @@ class VllmEngine:
             del serving
             self._stop_loop()
             gc.collect()
-            _trim_malloc()
+            loading.trim_malloc()
             self.last_unload_seconds = time.monotonic() - started
             logger.info("unloaded model %s in %.1fs", spec.name if spec else "?", self.last_unload_seconds)
             if next is None:
@@ -254,7 +246,7 @@ class VllmEngine:
                 if not thread.is_alive():
                     loop.close()
             gc.collect()
-            _trim_malloc()
+            loading.trim_malloc()
             logger.info("engine of %s exited in %.1fs, in the background", spec.name, time.monotonic() - started)
 
         reaper = threading.Thread(target=retire, name=f"vllm-retire-{spec.name}", daemon=True)
@@ -298,7 +290,8 @@ class VllmEngine:
         in_flight = 0  # submitted and not yet yielded (those in ``ready`` included)
         ready: collections.deque[Any] = collections.deque()
         exhausted = False
-        prime = self._start_primed(loop, serving, results) if self.prime_start else None
+        prime = priming.start_primed(self._call, loop, serving.client, results) if self.prime_start else None
+        self._prime = prime  # keeps its hold task referenced past the first window
         try:
             while True:
                 # Results come per engine step, many at once: take all that are there,
@@ -339,48 +332,6 @@ class VllmEngine:
                         self._next_result(results, serving)
                         in_flight -= 1
 
-    def _start_primed(
-        self, loop: asyncio.AbstractEventLoop, serving: LoadedServing, results: queue.SimpleQueue[Any]
-    ) -> _Prime | None:
-        """Hold the scheduler while the first window is rendered and queued.
-
-        Requests reach the engine one by one as vLLM's serving layer renders them;
-        without this the first steps run tiny batches (LLM.chat renders everything
-        before its first step). The hold ends when the window is queued, or after
-        _PRIME_MAX_S whatever the caller's iterator does; it never outlives that.
-        """
-        prime = _Prime()
-        client = serving.client
-
-        async def hold(paused: asyncio.Event) -> None:
-            try:
-                await client.pause_generation(mode="keep", clear_cache=False)
-            finally:
-                paused.set()
-            try:
-                deadline = loop.time() + _PRIME_MAX_S
-                while loop.time() < deadline:
-                    if prime.filled and client.get_num_unfinished_requests() + results.qsize() >= prime.submitted:
-                        break
-                    await asyncio.sleep(0.002)
-            finally:
-                await client.resume_generation()
-
-        async def start() -> None:
-            paused = asyncio.Event()
-            task = loop.create_task(hold(paused))
-            self._tasks_prime = task  # keep a reference; asyncio holds tasks weakly
-            await paused.wait()
-            if task.done() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-
-        try:
-            self._call(start(), timeout=30)
-        except Exception:  # e.g. an engine without pause support: run unprimed
-            logger.warning("could not hold the scheduler for priming", exc_info=True)
-            return None
-        return prime
-
     def _submit(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -394,7 +345,7 @@ class VllmEngine:
                 results.put(EngineResult.aborted_for(request))
             elif (exc := t.exception()) is not None:
                 logger.error("engine task failed for %s", request.custom_id, exc_info=exc)
-                results.put(DEAD if serving.client.errored else _internal_error(request, exc))
+                results.put(DEAD if serving.client.errored else loading.internal_error(request, exc))
             else:
                 results.put(t.result())
 
@@ -427,38 +378,3 @@ class VllmEngine:
                 thread = self._thread
                 if serving.client.errored or thread is None or not thread.is_alive():
                     raise EngineDeadError(f"the vLLM engine for {self.loaded_model} died") from None
-
-
-def _internal_error(request: EngineRequest, exc: BaseException) -> EngineResult:
-    from vllm.utils import random_uuid
-
-    status, body = error_body(exc)
-    return EngineResult(
-        request.custom_id, status, openai_error(status, body), f"vllm-batch-{random_uuid()}", None, request.tag
-    )
-
-
-def _check_source(spec: ModelSpec) -> None:
-    # A path-looking source that does not exist would otherwise surface as a
-    # confusing hub lookup error ("Repo id must be in the form ...").
-    src = spec.source
-    if src.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(src)):
-        raise ModelLoadError(f"model {spec.name!r}: source path {src} does not exist")
-
-
-def _load_error_message(spec: ModelSpec, exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    # vLLM's engine-core start-up failures say only "see root cause above"; keep
-    # the first lines of whatever we have, the full trace is in the worker log.
-    lines = text.splitlines()
-    if len(lines) > 6:
-        text = "\n".join(lines[:6]) + "\n..."
-    return f"could not load model {spec.name!r} from {spec.source!r}: {type(exc).__name__}: {text}"
-
-
-def _trim_malloc() -> None:
-    # glibc keeps freed arenas mapped; hand them back so RSS really drops after unload.
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)

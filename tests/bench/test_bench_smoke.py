@@ -74,6 +74,15 @@ def test_e2e_throughput_on_the_tiny_model(tmp_path):
     result = run("e2e_throughput", "--model", "tiny", "--n", "8", tmp_path=tmp_path, VLLM_ENABLE_V1_MULTIPROCESSING="0")
     assert set(result["ratios"]) == {"c/a processing", "c/b processing", "c/b wall (cold batchsite / whole run_batch)"}
     assert all(row["req_s"] > 0 for row in result["rows"])
+    # The per-batch fixed costs, from the warm worker's log.
+    assert result["warm"]["claim_to_first_request_s"] >= 0 and result["warm"]["last_result_to_completed_s"] >= 0
+
+
+@pytest.mark.engine
+def test_prefix_order(tmp_path):
+    result = run("prefix_order", "--n", "16", "--rounds", "1", tmp_path=tmp_path, VLLM_ENABLE_V1_MULTIPROCESSING="0")
+    assert [row["order"] for row in result["rows"]] == ["input order", "prefix-grouped"]
+    assert all(row["req_s"] > 0 and 0 <= row["hit_rate"] <= 1 for row in result["rows"])
 
 
 @pytest.mark.engine

@@ -133,6 +133,46 @@ CHAT_BODIES: dict[str, dict[str, Any]] = {
         "seed": 42,
     },
     "greedy-n2": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "n": 2},  # a 400
+    # Final-only detokenization (jobs/engine/final_decode.py) must give vLLM's text: lines that
+    # end on EOS (the stop token left out), n > 1, multi-byte output, json_schema; and the lines
+    # it must leave to vLLM's incremental detokenizer: stop strings (above), logprobs (above),
+    # a stop string kept in the output, special tokens kept.
+    "ends-on-eos": {"messages": [{"role": "user", "content": "Reply with only the word yes."}], "max_tokens": 40},
+    "n3-seeded": {
+        "messages": [{"role": "user", "content": "Write a short line about the sea."}],
+        "max_tokens": 24,
+        "n": 3,
+        "temperature": 1.0,
+        "seed": 7,
+    },
+    "unicode": {
+        "messages": [{"role": "user", "content": "Écris « bonjour » en chinois, japonais et avec un emoji 🙂."}],
+        "max_tokens": 40,
+        "temperature": 1.0,
+        "seed": 5,
+    },
+    "json-schema": {
+        "messages": [{"role": "user", "content": "Give a city and its country as JSON."}],
+        "max_tokens": 48,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "place",
+                "schema": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+                    "required": ["city", "country"],
+                },
+            },
+        },
+    },
+    "stop-included": {
+        "messages": [{"role": "user", "content": "Count from 1 to 10."}],
+        "max_tokens": 30,
+        "stop": ["4"],
+        "include_stop_str_in_output": True,
+    },
+    "special-kept": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 30, "skip_special_tokens": False},
     "too-long": {"messages": [{"role": "user", "content": "hello " * 3000}], "max_tokens": 4},  # a 400
 }
 COMPLETION_BODIES: dict[str, dict[str, Any]] = {
@@ -144,6 +184,7 @@ COMPLETION_BODIES: dict[str, dict[str, Any]] = {
     "max-tokens": {"prompt": "Hi", "max_tokens": 100_000},
     "bad-param": {"prompt": "Hi", "max_tokens": 4, "top_p": 7},
     "bad-type": {"prompt": "Hi", "max_tokens": "four"},
+    "unicode-n2": {"prompt": "Voici « 你好 » :", "max_tokens": 16, "n": 2, "temperature": 1.0, "seed": 11},
 }
 EMBED_BODIES: dict[str, dict[str, Any]] = {
     "one": {"input": "A sentence to embed."},
@@ -407,6 +448,53 @@ def test_chat_bodies_equal_run_batch(engine: Any, smol_spec: ModelSpec, referenc
     for cid in CHAT_BODIES:
         assert_same_as_run_batch(ours[cid], theirs[cid])
     assert ours["too-long"].status_code == ours["greedy-n2"].status_code == 400
+    assert ours["ends-on-eos"].body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_final_only_decoding_takes_the_lines_that_allow_it(engine: Any, smol_spec: ModelSpec) -> None:
+    from jobs.engine.final_decode import FinalDecodeClient
+
+    engine.load(smol_spec)
+    client = engine._serving.state.openai_serving_chat.engine_client
+    assert isinstance(client, FinalDecodeClient)
+    before = client.decoded
+    incremental = [
+        chat("stop", "Count to 5.", max_tokens=4, stop=["3"]),
+        chat("logprobs", "Hi", max_tokens=4, logprobs=True),
+        chat("special-kept", "Hi", max_tokens=4, skip_special_tokens=False),
+    ]
+    assert all(r.status_code == 200 for r in run_all(engine, incremental).values())
+    assert client.decoded == before  # these read text as it is generated: vLLM's detokenizer did
+    final = [chat("plain", "Hi", max_tokens=4), chat("n3", "Hi", max_tokens=4, n=3, temperature=1.0, seed=1)]
+    assert all(r.status_code == 200 for r in run_all(engine, final).values())
+    assert client.decoded == before + 4  # one per completion, n=3 counting three
+
+
+def test_prefix_grouped_order_gives_every_line_the_same_answer_as_input_order(
+    engine: Any, smol_spec: ModelSpec
+) -> None:
+    from jobs.engine.prefix_order import grouped
+
+    engine.load(smol_spec)
+    systems = ["You answer in one short sentence. " * 12, "You are a careful geographer. " * 12]
+    lines = [
+        EngineRequest(
+            f"p-{i}",
+            CHAT,
+            {
+                "model": SMOL_NAME,
+                "messages": [{"role": "system", "content": systems[i % 2]}, {"role": "user", "content": f"Name {i}."}],
+                "temperature": 0,
+                "max_tokens": 8,
+            },
+        )
+        for i in range(8)
+    ]
+    reordered = list(grouped(lines, window=8))
+    assert [r.custom_id for r in reordered] != [r.custom_id for r in lines]
+    in_order, by_prefix = run_all(engine, lines), run_all(engine, reordered)
+    for cid in in_order:
+        assert_same_body(by_prefix[cid].body, in_order[cid].body, cid)
 
 
 def test_completion_bodies_equal_api_server(engine: Any, smol_spec: ModelSpec, references: Any) -> None:
