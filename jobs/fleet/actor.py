@@ -40,7 +40,9 @@ class FleetWorker:
 
         context = ray.get_runtime_context()
         self.node_id = context.get_node_id()
-        self.node = f"{ray.util.get_node_ip_address()} {self.node_id[:12]}"
+        # The address the node registered with (not this host's default one: two nodes may share a host).
+        address = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == self.node_id), "")
+        self.node = f"{address or ray.util.get_node_ip_address()} {self.node_id[:12]}"
         gpus = tuple(str(g) for g in ray.get_gpu_ids())
         devices = pinning.Devices("cpu") if cpu or not gpus else pinning.Devices("cuda", gpus)
         pinning.pin(devices)

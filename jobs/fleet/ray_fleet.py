@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -121,6 +122,10 @@ class Fleet:
         import ray
 
         self.connect()
+        if threading.current_thread() is threading.main_thread():
+            # After ray.init, which installs a SIGTERM handler of its own (it exits at once).
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
         keeper = Housekeeper(self.name)
         keeper.start()
         try:

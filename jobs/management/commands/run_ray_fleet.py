@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -14,7 +13,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 def positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         value = kind(text)
-        if value <= 0:
+        if not (0 < value <= 1_000_000):  # NaN fails this too
             raise ValueError(text)
         return value
 
@@ -83,6 +82,4 @@ class Command(BaseCommand):
             poll_seconds=options["poll_seconds"],
             name=options["name"],
         )
-        signal.signal(signal.SIGTERM, fleet.request_stop)
-        signal.signal(signal.SIGINT, fleet.request_stop)
-        fleet.run()
+        fleet.run()  # until SIGTERM/SIGINT, which drain the fleet
