@@ -39,13 +39,13 @@ class FleetProcess:
         return list(Worker.objects.live(3).filter(id__startswith="ray-", **filters).exclude(state="stopped"))
 
     def wait_workers(self, count: int, timeout: float = 90, **filters: Any) -> list[Worker]:
-        def ready() -> list[Worker] | None:
+        def ready() -> tuple[list[Worker]] | None:  # a tuple: an empty list is an answer too
             if self.process.poll() is not None:
                 raise AssertionError(f"the fleet exited {self.process.returncode}:\n{self.log_tail()}")
             found = self.workers(**filters)
-            return found if len(found) == count else None
+            return (found,) if len(found) == count else None
 
-        return wait_for(ready, timeout=timeout, what=f"{count} fleet workers\n{self.log_tail(60)}")
+        return wait_for(ready, timeout=timeout, what=f"{count} fleet workers\n{self.log_tail(60)}")[0]
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM, as an operator or Kubernetes stops it; its exit status."""

@@ -6,17 +6,21 @@ queue, not inference); test_ray_fleet_engine.py runs one actor on the real CPU e
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import time
 from collections import Counter
 
+import openai
 import pytest
 
-from jobs.models import Batch, Chunk, ChunkStatus, Worker
-from tests.conftest import chat_line
+from jobs.engine import demo
+from jobs.models import Batch, Chunk, ChunkStatus, RegisteredModel, Worker
+from tests.conftest import chat_line, jsonl
 from tests.fleet.common import SIM_ENGINE, FleetProcess, alive
+from tests.live import SMOL_OPTIONS, WORKER_ENV
 from tests.worker.common import assert_every_line_once, make_batch, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -156,3 +160,51 @@ def test_autoscale_starts_workers_for_queued_work_up_to_max_and_gives_them_back(
     finally:
         status = fleet.stop()
     assert status == 0, fleet.log_tail()
+
+
+@pytest.mark.engine
+def test_one_actor_on_the_real_cpu_engine_completes_a_batch_through_the_sdk(
+    ray_cluster, live_server_process, smollm2_dir, api_key, settings, tmp_path
+):
+    """vLLM on the CPU with the demo model, in one Ray actor (one only: each loads the model)."""
+    live = live_server_process
+    RegisteredModel.objects.update_or_create(
+        name=demo.SMOLLM2_NAME,
+        defaults={"source": str(smollm2_dir), "endpoints": ["chat", "completions"], "engine_options": SMOL_OPTIONS},
+    )
+    fleet = FleetProcess(
+        settings,
+        ray_cluster.address,
+        tmp_path / "fleet.log",
+        "--cpu",
+        "--cpus-per-worker",
+        "2",
+        "--max-workers",
+        "1",
+        data_dir=live.data_dir,
+        **WORKER_ENV,
+        **live.storage.env,
+    )
+    try:
+        sdk = openai.OpenAI(base_url=live.url + "/v1", api_key=api_key, max_retries=0)
+        lines = [chat_line(i, model=demo.SMOLLM2_NAME) for i in range(12)]
+        file = sdk.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+        batch = sdk.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
+        deadline = time.monotonic() + 300
+        while batch.status not in ("completed", "failed", "expired", "cancelled"):
+            assert time.monotonic() < deadline and fleet.process.poll() is None, fleet.log_tail()
+            time.sleep(1)
+            batch = sdk.batches.retrieve(batch.id)
+        assert batch.status == "completed" and batch.request_counts.completed == 12, (batch, fleet.log_tail())
+        output = [json.loads(line) for line in sdk.files.content(batch.output_file_id).text.splitlines()]
+        assert sorted(line["custom_id"] for line in output) == sorted(f"req-{i}" for i in range(12))
+        for line in output:
+            assert line["response"]["status_code"] == 200
+            assert line["response"]["body"]["choices"][0]["message"]["content"]
+        (worker,) = fleet.workers()
+        assert worker.device == "cpu" and worker.ray_node and worker.loaded_model == demo.SMOLLM2_NAME
+        pid = worker.pid
+    finally:
+        status = fleet.stop(timeout=120)
+    assert status == 0, fleet.log_tail()
+    wait_for(lambda: not alive([pid]), timeout=30, what="the actor's process")
