@@ -60,3 +60,10 @@ class FleetProcess:
 
 def alive(pids: list[int]) -> list[int]:
     return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def sim_fleet(settings: Any, cluster: Any, tmp_path: Path, name: str, *args: str, **env: str) -> FleetProcess:
+    """A CPU fleet of SIMULATED-engine workers whose worker ids start with ray-NAME-."""
+    return FleetProcess(
+        settings, cluster.address, tmp_path / "fleet.log", "--cpu", "--engine", SIM_ENGINE, "--name", name, *args, **env
+    )

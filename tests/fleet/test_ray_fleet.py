@@ -19,7 +19,7 @@ import pytest
 from jobs.engine import demo
 from jobs.models import Batch, Chunk, ChunkStatus, RegisteredModel, Worker
 from tests.conftest import chat_line, jsonl
-from tests.fleet.common import SIM_ENGINE, FleetProcess, alive
+from tests.fleet.common import FleetProcess, alive, sim_fleet
 from tests.live import SMOL_OPTIONS, WORKER_ENV
 from tests.worker.common import assert_every_line_once, make_batch, wait_for
 
@@ -31,14 +31,10 @@ def test_one_worker_per_cpu_slot_follows_a_node_joining_survives_sigkill_and_dra
 ):
     limits(chunk_size=10)
     n = 300
-    fleet = FleetProcess(
+    fleet = sim_fleet(
         settings,
-        ray_cluster.address,
-        tmp_path / "fleet.log",
-        "--cpu",
-        "--engine",
-        SIM_ENGINE,
-        "--name",
+        ray_cluster,
+        tmp_path,
         "t",
         SIM_SLEEP_SECONDS="0.02",
     )
@@ -86,14 +82,10 @@ def test_a_node_that_leaves_has_its_workers_chunks_taken_back(
     ray_cluster.add_node("gone", cpus=1, resources={"gone": 1})
     limits(chunk_size=10)
     n = 200
-    fleet = FleetProcess(
+    fleet = sim_fleet(
         settings,
-        ray_cluster.address,
-        tmp_path / "fleet.log",
-        "--cpu",
-        "--engine",
-        SIM_ENGINE,
-        "--name",
+        ray_cluster,
+        tmp_path,
         "l",
         SIM_SLEEP_SECONDS="0.03",
     )
@@ -127,14 +119,10 @@ def test_autoscale_starts_workers_for_queued_work_up_to_max_and_gives_them_back(
     ray_cluster, client, models, upload, limits, settings, tmp_path
 ):
     limits(chunk_size=10)
-    fleet = FleetProcess(
+    fleet = sim_fleet(
         settings,
-        ray_cluster.address,
-        tmp_path / "fleet.log",
-        "--cpu",
-        "--engine",
-        SIM_ENGINE,
-        "--name",
+        ray_cluster,
+        tmp_path,
         "a",
         "--autoscale",
         "--max-workers",
