@@ -104,11 +104,12 @@ class RayCluster:
         self.nodes.remove(node)
 
     def kill_all(self) -> None:
-        for process in self.processes():
-            _kill(process)
-        deadline = time.monotonic() + 10
-        while self.processes() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # Again until none is left: a raylet killed after its agents may have started them again.
+        deadline = time.monotonic() + 15
+        while (left := self.processes()) and time.monotonic() < deadline:
+            for process in sorted(left, key=lambda p: p.name() != "raylet"):  # raylets first
+                _kill(process)
+            time.sleep(0.2)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> RayCluster:
