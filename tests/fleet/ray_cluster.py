@@ -107,7 +107,7 @@ class RayCluster:
         # Again until none is left: a raylet killed after its agents may have started them again.
         deadline = time.monotonic() + 15
         while (left := self.processes()) and time.monotonic() < deadline:
-            for process in sorted(left, key=lambda p: p.name() != "raylet"):  # raylets first
+            for process in sorted(left, key=lambda p: _name(p) != "raylet"):  # raylets first
                 _kill(process)
             time.sleep(0.2)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
@@ -124,3 +124,10 @@ def _kill(process: psutil.Process) -> None:
         process.kill()
     except psutil.Error:
         pass
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return process.name()
+    except psutil.Error:
+        return ""
