@@ -88,7 +88,16 @@ class RayCluster:
                 continue
             if mark.startswith(f"{self.id}:") and (wanted is None or mark == wanted):
                 found.append(process)
+            elif not mark and wanted is None and self._holds_our_files(process):
+                # Ray's agents set their process title over their environment: known by their logs.
+                found.append(process)
         return found
+
+    def _holds_our_files(self, process: psutil.Process) -> bool:
+        try:
+            return any(f.path.startswith(str(self.temp_dir)) for f in process.open_files())
+        except (psutil.Error, OSError):
+            return False
 
     def stop_node(self, node: str) -> None:
         """The node's host goes away: its raylet is stopped (it tells the cluster it is leaving)
