@@ -1,6 +1,11 @@
 """Claim overhead at scale: 1, 2 and 4 worker processes on one batch of 200 chunks.
 
     bin/with-postgres .venv/bin/python bench/claim_scaling.py [--workers 1 2 4] [--json out.json]
+    bin/with-postgres .venv/bin/python bench/claim_scaling.py --ray [--workers 4]
+
+--ray: the same batch run by N plain worker processes, then by N workers placed by the Ray fleet
+(manage.py run_ray_fleet --cpu on a local Ray cluster with N CPU slots), side by side; the ratio
+is Ray's chunks/s over plain's (needs requirements-ray.txt).
 
 SIMULATED ENGINE: the workers run jobs.engine.simulated.SimulatedEngine,
 which only sleeps per request (a stand-in for GPU time), so what is measured
@@ -17,6 +22,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -25,7 +31,7 @@ from bench.common import Stack, chat_lines, emit, table, wait_status, write_json
 MODEL = "simulated-model"
 
 
-def run(workers: int, chunks: int, chunk_size: int, sleep: float) -> dict[str, float]:
+def run(workers: int, chunks: int, chunk_size: int, sleep: float, ray_address: str = "") -> dict[str, Any]:
     database_url = os.environ.get("DATABASE_URL")
     if database_url and database_url.startswith("postgres"):
         # A fresh database per run, so earlier runs' rows cost nothing.
@@ -44,7 +50,15 @@ def run(workers: int, chunks: int, chunk_size: int, sleep: float) -> dict[str, f
         stack.register(MODEL, "/simulated", "chat")
         stack.start_web()
         sdk = stack.sdk(stack.api_key())
-        for i in range(workers):
+        if ray_address:
+            stack._spawn(
+                [sys.executable, "manage.py", "run_ray_fleet", "--address", ray_address, "--cpu"]
+                + ["--max-workers", str(workers), "--engine", "jobs.engine.simulated.SimulatedEngine"],
+                log=stack.data_dir / "fleet.log",
+                SIM_SLEEP_SECONDS=str(sleep),
+            )
+            time.sleep(10)  # the fleet connects and its actors start (more than plain workers take)
+        for i in range(0 if ray_address else workers):
             stack.start_worker(
                 "--engine",
                 "jobs.engine.simulated.SimulatedEngine",
@@ -66,6 +80,7 @@ def run(workers: int, chunks: int, chunk_size: int, sleep: float) -> dict[str, f
 
         connections.close_all()
         return {
+            "placement": "ray" if ray_address else "plain",
             "workers": workers,
             "seconds": seconds,
             "chunks_s": chunks / seconds,
@@ -81,8 +96,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=200)
     parser.add_argument("--chunk-size", type=int, default=5)
     parser.add_argument("--sleep", type=float, default=0.05, help="simulated GPU seconds per request")
+    parser.add_argument("--ray", action="store_true", help="plain workers against Ray-placed ones")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.ray:
+        compare_ray(args)
+        return
     rows = []
     for workers in args.workers:
         # Each run in a child process: Django is set up once per process and
@@ -97,6 +116,26 @@ def main() -> None:
         row["efficiency"] = row["speedup"] / (row["workers"] / rows[0]["workers"])
     print("SIMULATED engine (sleeps per request):", os.environ.get("DATABASE_URL", "sqlite").split(":")[0])
     print(table(rows, ["workers", "seconds", "ideal_s", "chunks_s", "speedup", "efficiency"]))
+    emit({"database": os.environ.get("DATABASE_URL", "sqlite").split(":")[0], "rows": rows}, args.json)
+
+
+def compare_ray(args: argparse.Namespace) -> None:
+    import multiprocessing
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.fleet.ray_cluster import RayCluster
+
+    workers = max(args.workers)
+    rows = []
+    with RayCluster() as cluster:
+        cluster.start_head(cpus=workers)  # CPU slots, not cores: the simulated engine only sleeps
+        for address in ("", cluster.address):
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                rows.append(pool.apply(run, (workers, args.chunks, args.chunk_size, args.sleep, address)))
+    for row in rows:
+        row["vs_plain"] = row["chunks_s"] / rows[0]["chunks_s"]
+    print("SIMULATED engine (sleeps per request):", os.environ.get("DATABASE_URL", "sqlite").split(":")[0])
+    print(table(rows, ["placement", "workers", "seconds", "ideal_s", "chunks_s", "vs_plain"]))
     emit({"database": os.environ.get("DATABASE_URL", "sqlite").split(":")[0], "rows": rows}, args.json)
 
 

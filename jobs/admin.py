@@ -149,9 +149,20 @@ class RegisteredModelAdmin(admin.ModelAdmin):
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ["id", "host", "pid", "device", "state", "loaded_model", "scheduler", "heartbeat_at", "started_at"]
+    list_display = [
+        "id",
+        "host",
+        "ray_node",
+        "pid",
+        "device",
+        "state",
+        "loaded_model",
+        "scheduler",
+        "heartbeat_at",
+        "started_at",
+    ]
     list_filter = ["state", "host"]
-    search_fields = ["id", "host"]
+    search_fields = ["id", "host", "ray_node"]
 
 
 @admin.register(ModelLoadFailure)

@@ -55,12 +55,14 @@ class GpuWorker:
         heartbeat_seconds: float | None = None,
         stale_after: float | None = None,
         devices: Devices | None = None,
+        ray_node: str = "",
     ) -> None:
         conf = settings.BATCHSITE_WORKER
         self.engine = engine
         self.id = worker_id or new_worker_id()
         self.devices = devices
         self.device = device or (devices.label if devices else "")
+        self.ray_node = ray_node  # where the Ray fleet placed it (jobs/fleet/), shown on the dashboard
         self._refused: set[str] = set()  # refusals already logged (once each, not every poll)
         self.exit_when_idle = exit_when_idle
         self.heartbeat_seconds = heartbeat_seconds or conf.heartbeat_seconds
@@ -117,9 +119,12 @@ class GpuWorker:
             self.engine.abort(tags)
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
-        queue.register_worker(self.id, self.device, os.getpid())
+        # A Ray actor runs the worker in a thread of its own (signals go to the main
+        # thread only): there the fleet calls request_stop instead.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        queue.register_worker(self.id, self.device, os.getpid(), ray_node=self.ray_node)
         log.info(
             "worker %s started (pid %d, device %s, scheduler=%s)",
             self.id,
@@ -207,7 +212,7 @@ class GpuWorker:
             # emptied the tables): a live worker must stay visible, and its
             # claims reference the row, so it registers again.
             log.warning("worker %s: its row was missing; registering again", self.id)
-            queue.register_worker(self.id, self.device, os.getpid(), self.state, loaded)
+            queue.register_worker(self.id, self.device, os.getpid(), self.state, loaded, ray_node=self.ray_node)
 
     def watch_engine(self) -> None:
         """Give up on an engine that holds lines but has answered none for too long (a hang)."""

@@ -37,6 +37,9 @@ class Worker(models.Model):
     # Device status from the last heartbeat (jobs/engine/devices.py): kind gpu/cpu,
     # process memory and, on a GPU, NVML's memory and utilisation.
     stats = models.JSONField(default=dict, blank=True)
+    # The Ray node it was placed on ("<node ip> <node id prefix>", as `ray list nodes`
+    # shows them) when the Ray fleet (jobs/fleet/) started it; blank for a plain worker.
+    ray_node = models.CharField(max_length=128, blank=True)
 
     objects = WorkerQuerySet.as_manager()
 

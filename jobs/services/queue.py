@@ -36,7 +36,7 @@ log = logging.getLogger("batchsite.worker")
 
 
 def register_worker(
-    worker_id: str, device: str, pid: int, state: str = WorkerState.IDLE, loaded_model: str = ""
+    worker_id: str, device: str, pid: int, state: str = WorkerState.IDLE, loaded_model: str = "", ray_node: str = ""
 ) -> Worker:
     worker, _ = Worker.objects.update_or_create(
         pk=worker_id,
@@ -48,6 +48,7 @@ def register_worker(
             heartbeat_at=Now(),
             stopped_at=None,
             loaded_model=loaded_model,
+            ray_node=ray_node,
         ),
     )
     return worker
