@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0007_scaleout'),
+        ('jobs', '0009_counters'),
     ]
 
     operations = [
