@@ -557,12 +557,16 @@ def test_embeddings_match_sentence_transformers(engine: Any, minilm_spec: ModelS
 
 
 def test_embedding_bodies_equal_run_batch(engine: Any, minilm_spec: ModelSpec, references: Any) -> None:
+    from openai.types import CreateEmbeddingResponse
+
     engine.load(minilm_spec)
     ours = run_all(engine, [EngineRequest(cid, EMBEDDINGS, body) for cid, body in EMBED_BODIES.items()])
     theirs = references.result("embeddings")
     for cid in EMBED_BODIES:
         assert ours[cid].status_code == 200
         assert_same_as_run_batch(ours[cid], theirs[cid])
+        # What a typed client reads from the output file: the SDK's own type, strictly.
+        CreateEmbeddingResponse.model_validate(ours[cid].body, strict=True)
 
 
 # ------------------------------------------------------------------ death
