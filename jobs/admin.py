@@ -64,6 +64,10 @@ class RenderableJSONField(forms.JSONField):
         return text
 
 
+def _json_text(value: Any) -> str:
+    return "-" if value is None else json.dumps(value, ensure_ascii=True)
+
+
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
     """Batches seen, not edited: every field is read-only and none can be added here.
@@ -84,8 +88,26 @@ class BatchAdmin(admin.ModelAdmin):
     inlines = [ChunkInline]
     actions = ["cancel_batches", "retry_batches"]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [field.name for field in Batch._meta.fields]
+    # Every field read-only; JSON ones through the *_shown methods below.
+    readonly_fields = [
+        f"{field.name}_shown" if isinstance(field, models.JSONField) else field.name for field in Batch._meta.fields
+    ]
+    fields = tuple(readonly_fields)
+
+    # Django shows a read-only JSONField with json.dumps(ensure_ascii=False): a lone
+    # surrogate (stored before they were refused) has no UTF-8 form and the page
+    # would answer 500. Shown escaped instead, as RenderableJSONField does in forms.
+    @admin.display(description="errors")
+    def errors_shown(self, obj: Batch) -> str:
+        return _json_text(obj.errors)
+
+    @admin.display(description="metadata")
+    def metadata_shown(self, obj: Batch) -> str:
+        return _json_text(obj.metadata)
+
+    @admin.display(description="usage")
+    def usage_shown(self, obj: Batch) -> str:
+        return _json_text(obj.usage)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # batches come from the API and the pages, through validation

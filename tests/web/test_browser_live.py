@@ -74,11 +74,12 @@ def test_a_batch_submitted_on_the_page_runs_on_the_real_worker_and_both_pages_fo
     assert demo.SMOLLM2_NAME in worker.inner_text() and "CPU" in worker.inner_text()
 
     # The batch page reaches 100% and offers the output, by its own refresh.
-    page.wait_for_function(
-        "document.querySelector('#progress-percent').textContent.trim() === '100%'"
-        " && document.querySelector('#download-output') !== null",
-        timeout=300_000,
-    )
+    # Locators, not wait_for_function: a string predicate is eval'd in the page,
+    # which the Content-Security-Policy (script-src 'self') rightly refuses.
+    from playwright.sync_api import expect
+
+    expect(page.locator("#progress-percent")).to_have_text("100%", timeout=300_000)
+    page.locator("#download-output").wait_for(timeout=30_000)
     assert page.evaluate("window.notReloaded") is True
     assert "completed" in page.inner_text("#batch-live h2")
     assert page.inner_text("#done-count") == str(LINES)
