@@ -136,6 +136,12 @@ class Limits:
     max_line_bytes: int
     max_validation_errors: int
     completion_windows: tuple[str, ...]
+    # Per-user quotas (overridable per user and per group in the admin: jobs.Quota).
+    # The defaults leave room for others: a user at their quota holds at most half
+    # of each global queue limit.
+    user_max_queued_batches: int = 5
+    user_max_queued_requests: int = 250_000
+    user_max_stored_bytes: int = 5 * 200 * 1024 * 1024
 
 
 def parse_window(window: str) -> int:
@@ -152,15 +158,25 @@ def read_limits(reader: Reader) -> Limits:
             parse_window(window)
         except ValueError as exc:
             raise EnvError(f"BATCHSITE_COMPLETION_WINDOWS: {exc}") from None
+    queued_batches = reader.integer("BATCHSITE_MAX_QUEUED_BATCHES", 10, minimum=1)
+    queued_requests = reader.integer("BATCHSITE_MAX_QUEUED_REQUESTS", 500_000, minimum=1)
+    upload_bytes = reader.integer("BATCHSITE_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1)
     return Limits(
         chunk_size=reader.integer("BATCHSITE_CHUNK_SIZE", 5000, minimum=1),
         max_requests_per_batch=reader.integer("BATCHSITE_MAX_REQUESTS_PER_BATCH", 50_000, minimum=1),
-        max_queued_batches=reader.integer("BATCHSITE_MAX_QUEUED_BATCHES", 10, minimum=1),
-        max_queued_requests=reader.integer("BATCHSITE_MAX_QUEUED_REQUESTS", 500_000, minimum=1),
-        max_upload_bytes=reader.integer("BATCHSITE_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1),
+        max_queued_batches=queued_batches,
+        max_queued_requests=queued_requests,
+        max_upload_bytes=upload_bytes,
         max_line_bytes=reader.integer("BATCHSITE_MAX_LINE_BYTES", 10 * 1024 * 1024, minimum=64),
         max_validation_errors=reader.integer("BATCHSITE_MAX_VALIDATION_ERRORS", 100, minimum=1),
         completion_windows=tuple(windows),
+        user_max_queued_batches=reader.integer(
+            "BATCHSITE_USER_MAX_QUEUED_BATCHES", max(1, queued_batches // 2), minimum=0
+        ),
+        user_max_queued_requests=reader.integer(
+            "BATCHSITE_USER_MAX_QUEUED_REQUESTS", max(1, queued_requests // 2), minimum=0
+        ),
+        user_max_stored_bytes=reader.integer("BATCHSITE_USER_MAX_STORED_BYTES", 5 * upload_bytes, minimum=0),
     )
 
 
@@ -422,6 +438,13 @@ class SchedulerSettings:
     policy_file: str
     # How long a computed queue plan (positions and ETAs) is reused.
     plan_seconds: float
+    # Weighted fair share of worker time between users (BATCHSITE_FAIR_SHARE=on|off).
+    fair_share: bool = True
+    # Another user's work on another model takes a worker from its loaded model only
+    # once its oldest line has waited this long: fairness does not swap every chunk.
+    fair_switch_seconds: float = 300.0
+    # Worker time a user has had decays with this half-life (seconds).
+    fair_half_life_seconds: float = 3600.0
 
 
 def read_scheduler_settings(reader: Reader) -> SchedulerSettings:
@@ -430,6 +453,9 @@ def read_scheduler_settings(reader: Reader) -> SchedulerSettings:
         affinity_max_wait_seconds=reader.number("BATCHSITE_AFFINITY_MAX_WAIT_SECONDS", 1800.0, minimum=0.0),
         policy_file=reader.text("BATCHSITE_SCHEDULER_FILE", ""),
         plan_seconds=reader.number("BATCHSITE_QUEUE_PLAN_SECONDS", 5.0, minimum=0.0),
+        fair_share=reader.choice("BATCHSITE_FAIR_SHARE", "on", ("on", "off")) == "on",
+        fair_switch_seconds=reader.number("BATCHSITE_FAIR_SWITCH_SECONDS", 300.0, minimum=0.0),
+        fair_half_life_seconds=reader.number("BATCHSITE_FAIR_HALF_LIFE_SECONDS", 3600.0, minimum=1.0),
     )
 
 

@@ -5,12 +5,14 @@ from jobs.models.batches import (
     BatchStatus,
     Chunk,
     ChunkStatus,
+    Priority,
 )
 from jobs.models.counters import Counter
 from jobs.models.files import File, FilePurpose
 from jobs.models.keys import ApiKey
 from jobs.models.loads import ModelLoad
 from jobs.models.measures import ModelMeasure
+from jobs.models.quotas import Quota, ShareUsage
 from jobs.models.registry import ENDPOINT_KINDS, RegisteredModel
 from jobs.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSecret
 from jobs.models.workers import ModelLoadFailure, Worker, WorkerState
@@ -31,7 +33,10 @@ __all__ = [
     "ModelLoad",
     "ModelLoadFailure",
     "ModelMeasure",
+    "Priority",
+    "Quota",
     "RegisteredModel",
+    "ShareUsage",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookSecret",

@@ -34,6 +34,13 @@ TERMINAL_STATUSES = (
 )
 
 
+class Priority(models.IntegerChoices):
+    # An extension: orders a user's own batches (higher first, then FIFO).
+    LOW = -1, "low"
+    NORMAL = 0, "normal"
+    HIGH = 1, "high"
+
+
 class BatchQuerySet(models.QuerySet["Batch"]):
     def owned_by(self, user: object) -> BatchQuerySet:
         return self.filter(owner=user)
@@ -64,6 +71,8 @@ class Batch(models.Model):
         File, on_delete=models.DO_NOTHING, db_constraint=False, null=True, blank=True, related_name="+"
     )
     completion_window = models.CharField(max_length=16, default="24h")
+    # high: staff, or the jobs.high_priority permission (jobs.services.quotas).
+    priority = models.SmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
     status = models.CharField(max_length=20, choices=BatchStatus.choices, default=BatchStatus.VALIDATING)
     # Set on a batch that has not ended yet, it is failing (its model will not
     # load): nothing more of it is claimed, and its finalize ends it failed.
@@ -105,6 +114,7 @@ class Batch(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "batches"
+        permissions = [("high_priority", "Can submit batches with priority high")]
         indexes = [
             models.Index(fields=["owner", "created_at"]),
             models.Index(fields=["status", "created_at"]),
