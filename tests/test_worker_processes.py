@@ -82,14 +82,22 @@ def test_a_worker_killed_with_sigkill_loses_nothing(client, models, upload, limi
     batch_id = make_batch(client, upload, n)
     slow = {
         "during_load": {"SIM_LOAD_SECONDS": "60"},
-        "mid_chunk": {"SIM_SLEEP_SECONDS": "0.02"},
+        "mid_chunk": {"SIM_SLEEP_SECONDS": "0.05"},
         "during_finalize": {"FAULT_FINALIZE_PAUSE_SECONDS": "60"},
     }[moment]
     first = start_worker(settings, *SIM, "--worker-id", "doomed", **FAST, **slow)
     if moment == "during_load":
         wait_for(lambda: Worker.objects.filter(pk="doomed", state="loading").exists(), what="loading")
     elif moment == "mid_chunk":
-        wait_for(lambda: 40 <= Batch.objects.get(pk=batch_id).completed <= 150, what="progress")
+        # Killed while it holds a claim: between two chunks there is no claim to
+        # lose (a kill there once left nothing to take back, and no attempt 2).
+        wait_for(
+            lambda: (
+                40 <= Batch.objects.get(pk=batch_id).completed <= 150
+                and Chunk.objects.filter(batch_id=batch_id, status=ChunkStatus.RUNNING, worker_id="doomed").exists()
+            ),
+            what="progress with a chunk claimed",
+        )
     else:
         wait_for(lambda: status(batch_id) == "finalizing", what="finalizing")
     first.send_signal(signal.SIGKILL)
