@@ -142,6 +142,8 @@ class Limits:
     user_max_queued_batches: int = 5
     user_max_queued_requests: int = 250_000
     user_max_stored_bytes: int = 5 * 200 * 1024 * 1024
+    # POST /v1/batches/estimate counts tokens for at most this long, then scales what it counted.
+    estimate_seconds: float = 60.0
 
 
 def parse_window(window: str) -> int:
@@ -177,6 +179,7 @@ def read_limits(reader: Reader) -> Limits:
             "BATCHSITE_USER_MAX_QUEUED_REQUESTS", max(1, queued_requests // 2), minimum=0
         ),
         user_max_stored_bytes=reader.integer("BATCHSITE_USER_MAX_STORED_BYTES", 5 * upload_bytes, minimum=0),
+        estimate_seconds=reader.number("BATCHSITE_ESTIMATE_SECONDS", 60.0, minimum=1.0),
     )
 
 

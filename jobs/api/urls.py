@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 
-from jobs.api import batches, files, registry
+from jobs.api import batches, estimate, files, registry
 from jobs.api.errors import not_found
 
 urlpatterns = [
@@ -9,6 +9,8 @@ urlpatterns = [
     path("files/<str:file_id>", files.FileDetailApi.as_view()),
     path("files/<str:file_id>/content", files.FileContentApi.as_view()),
     path("batches", batches.BatchListApi.as_view()),
+    # Before the detail route: "estimate" is not a batch id.
+    path("batches/estimate", estimate.BatchEstimateApi.as_view()),
     path("batches/<str:batch_id>", batches.BatchDetailApi.as_view()),
     path("batches/<str:batch_id>/cancel", batches.BatchCancelApi.as_view()),
     path("batches/<str:batch_id>/retry", batches.BatchRetryApi.as_view()),

@@ -21,12 +21,13 @@ from jobs.models.clock import db_now
 from jobs.services.scheduling import state
 from jobs.services.scheduling.estimates import Estimator
 from jobs.services.scheduling.policy import POLICIES, current_policy
-from jobs.services.scheduling.simulation import Estimates, SimBatch, SimRunning, SimWorker, simulate
+from jobs.services.scheduling.simulation import Estimates, Outcome, SimBatch, SimRunning, SimWorker, simulate
 
 CACHE_KEY = "batchsite:queue-plan"
 # A batch created this close to a plan's computation may have been committed
 # after the plan's read: it gets a fresh plan rather than none.
 COMMIT_SLACK = timedelta(seconds=1)
+WHAT_IF_ID = "batch_estimate"  # the simulated batch of an estimate (never a real id: those are longer)
 
 
 @dataclass(frozen=True)
@@ -101,29 +102,52 @@ def _sim_batches(queue: state.QueueState) -> list[SimBatch]:
     return batches
 
 
-def compute_plan(now: datetime | None = None) -> QueuePlan:
-    now = now or db_now()
-    queue = state.read(now)
+def _policy_of(worker: state.LiveWorker) -> str:
+    # A worker of another version may publish a policy this one does not know.
+    return worker.scheduler if worker.scheduler in POLICIES else current_policy()
+
+
+def _simulate(queue: state.QueueState, extra: list[SimBatch]) -> tuple[Outcome, bool]:
+    """The simulated run of the queue (plus ``extra`` batches not in it), and whether a worker is alive."""
     estimator = Estimator.from_database()
-    own_policy = current_policy()
-
-    def policy_of(worker: state.LiveWorker) -> str:
-        # A worker of another version may publish a policy this one does not know.
-        return worker.scheduler if worker.scheduler in POLICIES else own_policy
-
-    workers = _sim_workers(queue, policy_of)
+    workers = _sim_workers(queue, _policy_of)
     alive = bool(workers)
     if not alive:
         # Nobody to run the queue: order it as a worker would that starts now
         # with nothing loaded, but promise no time.
-        workers = [SimWorker("", own_policy, None, None)]
+        workers = [SimWorker("", current_policy(), None, None)]
     outcome = simulate(
         queue.now,
-        _sim_batches(queue),
+        _sim_batches(queue) + extra,
         workers,
         Estimates(estimator.seconds_per_request, estimator.load_seconds),
         settings.BATCHSITE_SCHEDULER.affinity_max_wait_seconds,
     )
+    return outcome, alive
+
+
+def what_if(model: str, requests: int, chunks: int) -> BatchPlan:
+    """The plan a batch of ``requests`` lines for ``model`` would get if it were submitted now
+    (``POST /v1/batches/estimate``): the same simulation as the queue plan's, with it last in."""
+    queue = state.read(db_now())
+    extra = SimBatch(WHAT_IF_ID, model, queue.now, False, None, chunks, requests)
+    outcome, alive = _simulate(queue, [extra])
+    starts = outcome.starts.get(WHAT_IF_ID)
+    running = {c.batch_id for c in queue.running}
+    ahead = sum(
+        1
+        for b in queue.batches
+        if not (b.started or b.id in running) and outcome.starts.get(b.id, float("inf")) <= (starts or float("inf"))
+    )
+    return BatchPlan(model, ahead + 1, _when(starts), _when(outcome.ends.get(WHAT_IF_ID)) if alive else None)
+
+
+def compute_plan(now: datetime | None = None) -> QueuePlan:
+    now = now or db_now()
+    queue = state.read(now)
+    own_policy = current_policy()
+    policy_of = _policy_of
+    outcome, alive = _simulate(queue, [])
     running = {c.batch_id for c in queue.running}
     started = {b.id for b in queue.batches if b.started or b.id in running}
     waiting = sorted(
