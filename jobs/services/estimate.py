@@ -41,7 +41,8 @@ _ROOT = Path(__file__).resolve().parents[2]
 _BLOCK = 1 << 20
 
 
-def estimate(owner: Any, input_file_id: str, endpoint: str, model: str | None) -> dict[str, Any]:
+def estimate(owner: Any, input_file_id: str, endpoint: str | None, model: str | None) -> dict[str, Any]:
+    """``endpoint`` None (the submit page's "from the file's lines"): the lines' own url."""
     check_request(
         BatchRequest(endpoint=endpoint, completion_window=settings.BATCHSITE.completion_windows[0], model=model)
     )
@@ -64,6 +65,7 @@ def estimate(owner: Any, input_file_id: str, endpoint: str, model: str | None) -
             code=first.get("code") or "invalid_file",
         )
     name = result.model or model or ""
+    endpoint = result.endpoint or endpoint or ""
     entry = RegisteredModel.objects.enabled().get(name=name)  # validation checked it is there
     counted = count_tokens(input_file, entry, endpoint, settings.BATCHSITE.estimate_seconds)
     requests = result.total

@@ -53,7 +53,9 @@ def model_groups(entries: Iterable[RegisteredModel]) -> list[tuple[str, list[tup
 
 
 class SubmitForm(forms.Form):
-    file = forms.FileField(label="JSONL file", allow_empty_file=True)
+    # One of the two: a file chosen now, or the one an estimate stored (the confirm step).
+    file = forms.FileField(label="JSONL file", allow_empty_file=True, required=False)
+    input_file_id = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
     model = forms.ChoiceField(label="Model")
     endpoint = forms.ChoiceField(label="Endpoint", required=False)
     completion_window = forms.ChoiceField(label="Completion window")
@@ -99,6 +101,8 @@ class SubmitForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        if not data.get("file") and not data.get("input_file_id"):
+            self.add_error("file", "Choose a JSONL file.")
         metadata: dict[str, str] = {}
         for i in range(METADATA_PAIRS):
             key, value = data.get(f"meta_key_{i}") or "", data.get(f"meta_value_{i}") or ""

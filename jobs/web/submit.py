@@ -14,6 +14,7 @@ from jobs.errors import BatchsiteError, LimitReached, TooLarge
 from jobs.models import Batch, BatchStatus
 from jobs.services import batches as batch_service
 from jobs.services.registry import enabled_models
+from jobs.web.estimate import estimate_page
 from jobs.web.forms import SubmitForm
 from jobs.web.middleware import csrf_rejection, parses_own_body, read_body
 
@@ -74,8 +75,14 @@ def submit(request: HttpRequest) -> HttpResponse:
     form = SubmitForm(request.POST, request.FILES, models=models)
     if not form.is_valid():
         return _page(request, form, status=400)
+    if request.POST.get("action") == "estimate":
+        return estimate_page(request, form, _page)
+    data, req = form.cleaned_data, form.batch_request()
     try:
-        batch = batch_service.create_batch_from_upload(request.user, form.cleaned_data["file"], form.batch_request())
+        if data["file"]:
+            batch = batch_service.create_batch_from_upload(request.user, data["file"], req)
+        else:  # confirmed after an estimate: the file it stored
+            batch = batch_service.create_batch(request.user, data["input_file_id"], req)
     except BatchsiteError as exc:
         form.add_service_error(exc)
         status = 413 if isinstance(exc, TooLarge) else 429 if isinstance(exc, LimitReached) else 400

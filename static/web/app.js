@@ -97,9 +97,14 @@
         event.preventDefault();
         return;
       }
-      var button = form.querySelector("#submit-button");
-      button.disabled = true;
-      button.textContent = "Uploading and checking…";
+      // The clicked button says what is happening; disabling the other keeps the
+      // clicked one's name/value (action=estimate) in the posted form.
+      var estimating = event.submitter && event.submitter.id === "estimate-button";
+      var other = form.querySelector(estimating ? "#submit-button" : "#estimate-button");
+      if (other) other.disabled = true;
+      var button = estimating ? event.submitter : form.querySelector("#submit-button");
+      button.textContent = estimating ? "Counting tokens…" : "Uploading and checking…";
+      if (!estimating) button.disabled = true;
     });
   }
 

@@ -31,6 +31,7 @@ OPERATIONS = {
     ("get", "/v1/batches/{batch_id}"),
     ("post", "/v1/batches/{batch_id}/cancel"),
     ("post", "/v1/batches/{batch_id}/retry"),
+    ("post", "/v1/batches/estimate"),
     ("get", "/v1/batches/{batch_id}/results"),
     ("get", "/v1/models"),
     ("get", "/v1/models/{model}"),
@@ -119,3 +120,13 @@ def test_the_api_pages_work_offline_from_vendored_assets(db, page):
         assert asset.startswith("/static/"), f"{asset} is not served by batchsite itself"
         assert client.get(asset).status_code == 200, asset
     assert "/v1/openapi.json" in html
+
+
+def test_the_estimate_is_documented_as_an_extension_with_its_fields(openapi):
+    operation = openapi["paths"]["/v1/batches/estimate"]["post"]
+    assert operation["x-batchsite-extension"] is True
+    assert {"400", "404"} <= set(operation["responses"])
+    assert {"object", "requests", "prompt_tokens", "max_output_tokens", "estimated_seconds", "queue_position"} | {
+        "estimated_start_time",
+        "estimated_completion_time",
+    } <= set(properties(openapi, "EstimateObject"))

@@ -235,3 +235,23 @@ def test_every_page_works_under_the_content_security_policy(site, tmp_path):
     page.wait_for_timeout(200)
     assert any("Content Security Policy" in error for error in browser.errors), browser.errors
     browser.errors.clear()
+
+
+def test_estimate_first_shows_the_tokens_and_the_confirm_button_queues_the_stored_file(site, tmp_path, smollm2_dir):
+    # The counting child renders with the demo chat model's real tokenizer and chat template.
+    RegisteredModel.objects.filter(name=CHAT_MODEL).update(source=str(smollm2_dir))
+    page = site.sign_in(site.alice, "pw-alice-123")
+    page.goto("/submit")
+    page.set_input_files("#id_file", str(write(tmp_path, [chat_line(i) for i in range(3)])))
+    page.select_option("#id_model", CHAT_MODEL)
+    page.fill("[name=meta_key_0]", "run")
+    page.fill("[name=meta_value_0]", "estimated")
+    page.click("#estimate-button")
+    page.locator("#estimate").wait_for(timeout=90_000)
+    assert page.inner_text("#estimate-requests") == "3"
+    assert int(page.inner_text("#estimate-prompt-tokens").replace(",", "")) > 3
+    assert not Batch.objects.exists()
+    page.click("#submit-button")
+    page.wait_for_url("**/batches/batch_*")
+    batch = Batch.objects.get()
+    assert batch.metadata == {"run": "estimated"} and batch.total == 3
