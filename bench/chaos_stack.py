@@ -102,7 +102,7 @@ class Supervised:
         return tree
 
     def restarts(self) -> int:
-        return self._log_text().count("bin/supervise: ")
+        return self._log_text().count("; starting it again in ")
 
     def _log_text(self) -> str:
         with contextlib.suppress(OSError):

@@ -68,9 +68,10 @@ def check_webhooks(terminal: Iterable[str], received: list[tuple[str, str]]) -> 
 
 
 def is_counter(name: str, kind: str) -> bool:
-    """Samples that must never fall: counters, and histograms' buckets, counts and sums."""
+    """Samples that must never fall: counters, and histograms' buckets, counts and sums
+    (not a family's ``_created``, which is when it was made)."""
     if kind == "counter":
-        return True
+        return not name.endswith("_created")
     return kind == "histogram" and name.endswith(("_bucket", "_count", "_sum"))
 
 
@@ -135,6 +136,7 @@ class Receiver:
         self.outages: list[tuple[float, float]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self.is_down = threading.Event()
         self.up()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -164,12 +166,14 @@ class Receiver:
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self._server = server
+        self.is_down.clear()
 
     def down(self, seconds: float, stopping: threading.Event) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self.is_down.set()
         started = time.monotonic()
         stopping.wait(seconds)
         self.outages.append((started, time.monotonic()))
