@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import chaos_stack as stack  # noqa: E402
 from bench.chaos_api import Api, submit_batch  # noqa: E402
+from bench.chaos_report import failures, summary  # noqa: E402
 from bench.chaos_watch import (  # noqa: E402
     TERMINAL,
     Receiver,
@@ -50,6 +51,9 @@ from bench.chaos_watch import (  # noqa: E402
 from bench.common import PYTHON, REPO, free_port, fresh_database_url  # noqa: E402
 
 USERS = ("alice", "bob", "carol")
+KINDS = ["web", "worker", "housekeeper"]
+WORKERS = 3
+SIM_WINDOW = 8  # lines in flight per simulated engine
 MODEL = "sim-chat"
 METRICS_TOKEN = "chaos-metrics-" + secrets.token_hex(8)
 
@@ -63,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--receiver-down", type=float, default=30, help="Seconds of each receiver outage")
     parser.add_argument("--chunk-size", type=int, default=100, help="BATCHSITE_CHUNK_SIZE (small: many claims)")
     parser.add_argument("--quiet-timeout", type=float, default=600, help="Longest wait for quiet after the kills")
+    parser.add_argument(
+        "--sim-sleep",
+        type=float,
+        help="Seconds the simulated engine spends per line (default: so the work fills most of --duration, "
+        "and the kills land on workers holding claims)",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", help="Write the figures here")
     args = parser.parse_args(argv)
@@ -71,7 +81,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def environment(token: str, data_dir: Path, database_url: str, storage: dict[str, str], chunk: int) -> dict[str, str]:
+def sim_sleep(args: argparse.Namespace) -> float:
+    """Per-line time of the simulated engine that keeps the three workers busy for about 70 % of the run."""
+    if args.sim_sleep is not None:
+        return float(args.sim_sleep)
+    lines = args.batches * sum(args.lines) / 2
+    return round(min(1.0, max(0.002, 0.7 * args.duration * WORKERS * SIM_WINDOW / lines)), 4)
+
+
+def environment(
+    token: str, data_dir: Path, database_url: str, storage: dict[str, str], args: argparse.Namespace
+) -> dict[str, str]:
     return {
         **os.environ,
         **storage,
@@ -83,7 +103,7 @@ def environment(token: str, data_dir: Path, database_url: str, storage: dict[str
         # One secret for every process (each would otherwise race to generate its own).
         "SECRET_KEY": secrets.token_urlsafe(48),
         "BATCHSITE_METRICS_TOKEN": METRICS_TOKEN,
-        "BATCHSITE_CHUNK_SIZE": str(chunk),
+        "BATCHSITE_CHUNK_SIZE": str(args.chunk_size),
         # The receiver is on loopback; retries soon enough to see them within the run.
         "BATCHSITE_WEBHOOK_ALLOW_PRIVATE": "1",
         "BATCHSITE_WEBHOOK_BACKOFF": "1s,2s,4s,8s",
@@ -95,8 +115,8 @@ def environment(token: str, data_dir: Path, database_url: str, storage: dict[str
         "BATCHSITE_STALE_AFTER_SECONDS": "8",
         "BATCHSITE_PROGRESS_SECONDS": "0.5",
         "BATCHSITE_POLL_SECONDS": "0.2",
-        "SIM_SLEEP_SECONDS": "0.02",
-        "SIM_WINDOW": "8",
+        "SIM_SLEEP_SECONDS": str(sim_sleep(args)),
+        "SIM_WINDOW": str(SIM_WINDOW),
     }
 
 
@@ -115,9 +135,7 @@ class Chaos:
         self.s3 = S3Server(free_port())
         data_dir = work / "data"
         data_dir.mkdir()
-        self.env = environment(
-            self.token, data_dir, database_url, self.s3.env(self.s3.new_prefix("chaos")), args.chunk_size
-        )
+        self.env = environment(self.token, data_dir, database_url, self.s3.env(self.s3.new_prefix("chaos")), args)
         stack.manage(self.env, "migrate", "--noinput")
         stack.manage(self.env, "register_model", MODEL, "--source", "simulated", "--endpoints", "chat")
         self.keys = {user: stack.manage(self.env, "create_api_key", user).strip().splitlines()[-1] for user in USERS}
@@ -133,7 +151,7 @@ class Chaos:
         ]
         self.processes += [
             stack.Supervised("worker", f"worker-{i}", stack.worker_cmd(), self.env, logs / f"worker-{i}.log")
-            for i in range(3)
+            for i in range(WORKERS)
         ]
         self.processes.append(
             stack.Supervised("housekeeper", "housekeeper", stack.keeper_cmd(), self.env, logs / "hk.log")
@@ -165,8 +183,15 @@ class Chaos:
             self.submitted[file_id] = ids
 
     def killer(self) -> None:
+        """A SIGKILL every ~--kill-every seconds. The kind (web, worker, housekeeper) goes round
+        in a fresh random order each round, so even a short run kills each kind; the process
+        of that kind is random."""
+        kinds: list[str] = []
         while not self.stopping.wait(self.rng.uniform(0.5, 1.5) * self.args.kill_every):
-            victim = self.rng.choice(self.processes)
+            if not kinds:
+                kinds = self.rng.sample(KINDS, len(KINDS))
+            kind = kinds.pop()
+            victim = self.rng.choice([p for p in self.processes if p.kind == kind])
             tree = victim.kill()
             if tree:
                 self.kills.append({"kind": victim.kind, "name": victim.name, "pids": tree, "at": time.monotonic()})
@@ -189,11 +214,10 @@ class Chaos:
         low, high = self.args.lines
         sizes = [self.rng.randint(low, high) for _ in range(self.args.batches)]
         per_user = {user: sizes[i :: len(USERS)] for i, user in enumerate(USERS)}
-        # Submissions stop at 60 % of the run, so the last ones also run under kills.
-        threads = [
-            threading.Thread(target=self.user, args=(u, s, began + 0.6 * self.args.duration))
-            for u, s in per_user.items()
-        ]
+        # Every batch is in within the first 30 % of the run; the work (see sim_sleep) then
+        # keeps the workers busy under the kills until near its end.
+        last_submit = began + 0.3 * self.args.duration
+        threads = [threading.Thread(target=self.user, args=(u, s, last_submit)) for u, s in per_user.items()]
         threads += [threading.Thread(target=self.killer), threading.Thread(target=self.outages, args=(until,))]
         for thread in threads:
             thread.start()
@@ -205,6 +229,8 @@ class Chaos:
         quiet = self.wait_quiet(chaos_end + self.args.quiet_timeout)
         quiet_at = time.monotonic()
         report = self.check()
+        report["database"] = database_figures(self.env["DATABASE_URL"])
+        report["sim_sleep_seconds"] = float(self.env["SIM_SLEEP_SECONDS"])
         watch = self.scraper.stop()
         hung = stack.shutdown(self.processes)
         orphans = stack.marked(self.token, exclude={os.getpid()})
@@ -212,12 +238,14 @@ class Chaos:
         self.s3.stop()
         lines = sum(b["lines"] for b in report["batches"])
         counted = summed(watch.last, "batchsite_requests_total")
-        kinds = {kind: sum(1 for k in self.kills if k["kind"] == kind) for kind in ("web", "worker", "housekeeper")}
+        kinds = {kind: sum(1 for k in self.kills if k["kind"] == kind) for kind in KINDS}
         report.update(
             {
                 "quiet": quiet,
                 "kills": kinds,
                 "kills_total": len(self.kills),
+                # Starts after an exit, by bin/supervise (a kill, or an exit nobody asked for).
+                "restarts": {p.name: p.restarts() for p in self.processes},
                 "lines": lines,
                 "metrics": {
                     "scrapes": watch.scrapes,
@@ -275,50 +303,24 @@ class Chaos:
         return {"batches": rows, "webhooks": check_webhooks(ended, self.receiver.snapshot())}
 
 
-def failures(report: dict[str, Any], submitted: int) -> list[str]:
-    batches = report["batches"]
-    found = []
-    if len(batches) < submitted:
-        found.append(f"{submitted} batches submitted, {len(batches)} listed")
-    found += [f"{b['id']} is {b['status']}" for b in batches if b["status"] not in TERMINAL]
-    for key in ("lost", "duplicated", "unexpected"):
-        if total := sum(b[key] for b in batches):
-            found.append(f"{total} lines {key}")
-    found += [f"{b['id']}: {problem}" for b in batches for problem in b["counts"]]
-    hooks = report["webhooks"]
-    found += [f"no webhook for {b}" for b in hooks["missing"]] + [f"two events for {b}" for b in hooks["two_events"]]
-    found += [f"counter fell: {fall}" for fall in report["metrics"]["falls"]]
-    if report["metrics"]["requests_total"] != report["lines"]:
-        found.append(f"batchsite_requests_total is {report['metrics']['requests_total']}, lines {report['lines']}")
-    found += [f"left running: {o}" for o in report["orphans"]] + report["submit_errors"]
-    if report["bad_webhook_posts"]:
-        found.append(f"{report['bad_webhook_posts']} webhook POSTs with a bad signature")
-    if not report["quiet"]:
-        found.append("no quiet before --quiet-timeout")
-    return found
+def database_figures(database_url: str) -> dict[str, int]:
+    """What the kills did inside, from the database: chunks a dead worker's claim was taken back
+    from (claimed more than once), and webhook events that needed more than one POST."""
+    import psycopg
 
-
-def summary(report: dict[str, Any], command: str) -> str:
-    b = report["batches"]
-    kills = ", ".join(f"{kind} {n}" for kind, n in report["kills"].items())
-    return "\n".join(
-        [
-            f"command: {command}",
-            f"kills survived: {report['kills_total']} ({kills})",
-            f"batches: {len(b)} ({', '.join(sorted({x['status'] for x in b}))}), lines: {report['lines']}",
-            f"lost: {sum(x['lost'] for x in b)}, duplicated: {sum(x['duplicated'] for x in b)}, "
-            f"unexpected: {sum(x['unexpected'] for x in b)}",
-            f"webhooks: {len(b) - len(report['webhooks']['missing'])}/{len(b)} delivered, "
-            f"{report['webhooks']['duplicates']} duplicate POSTs; receiver down {report['receiver_outages_s']} s",
-            f"metrics: {report['metrics']['scrapes']} scrapes, {len(report['metrics']['falls'])} falls, "
-            f"requests_total {report['metrics']['requests_total']:.0f}, "
-            f"lines rerun after a kill {report['metrics']['lines_rerun']:.0f}",
-            f"http: {report['http']}; orphans: {len(report['orphans'])}",
-            f"wall: {report['wall_seconds']} s (chaos {report['chaos_seconds']} s, "
-            f"quiet {report['quiet_after_s']} s after)",
-            "result: " + ("OK" if not report["failures"] else "FAILED\n  " + "\n  ".join(report["failures"][:30])),
-        ]
-    )
+    with psycopg.connect(database_url) as conn:
+        chunks, retaken = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE attempts > 1) FROM jobs_chunk"
+        ).fetchone()
+        events, retried = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE attempts > 1) FROM jobs_webhookdelivery"
+        ).fetchone()
+    return {
+        "chunks": chunks,
+        "chunks_claimed_again": retaken,
+        "webhook_events": events,
+        "webhook_events_retried": retried,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

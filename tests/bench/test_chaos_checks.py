@@ -16,7 +16,7 @@ import pytest
 import standardwebhooks
 
 from bench import chaos_stack
-from bench.chaos import failures
+from bench.chaos_report import failures
 from bench.chaos_watch import (
     CounterWatch,
     Receiver,
