@@ -104,6 +104,8 @@ def environment(
         "SECRET_KEY": secrets.token_urlsafe(48),
         "BATCHSITE_METRICS_TOKEN": METRICS_TOKEN,
         "BATCHSITE_CHUNK_SIZE": str(args.chunk_size),
+        # Every batch is submitted early (so the work fills the run under the kills): room for all.
+        "BATCHSITE_MAX_QUEUED_BATCHES": str(max(10, args.batches)),
         # The receiver is on loopback; retries soon enough to see them within the run.
         "BATCHSITE_WEBHOOK_ALLOW_PRIVATE": "1",
         "BATCHSITE_WEBHOOK_BACKOFF": "1s,2s,4s,8s",
