@@ -102,7 +102,8 @@ class SubmitForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if not data.get("file") and not data.get("input_file_id"):
-            self.add_error("file", "Choose a JSONL file.")
+            # Django's own wording, as when the field was required.
+            self.add_error("file", forms.Field.default_error_messages["required"])
         metadata: dict[str, str] = {}
         for i in range(METADATA_PAIRS):
             key, value = data.get(f"meta_key_{i}") or "", data.get(f"meta_value_{i}") or ""
