@@ -207,8 +207,9 @@ def test_marked_finds_only_this_runs_processes_whatever_their_parent():
 def test_a_killed_supervised_command_is_started_again_and_shutdown_leaves_nothing(tmp_path: Path):
     token = os.urandom(4).hex()
     env = {**os.environ, chaos_stack.MARKER: token}
-    # A command with a child of its own, as a gunicorn master has workers.
-    cmd = ["bash", "-c", "sleep 60 & wait"]
+    # A command with a child of its own, as a gunicorn master has workers; like gunicorn it
+    # stops its child on SIGTERM (a bare bash would leave its sleep running, not our concern).
+    cmd = ["bash", "-c", "trap 'kill $!; exit 0' TERM; sleep 60 & wait"]
     supervised = chaos_stack.Supervised("web", "probe", cmd, env, tmp_path / "probe.log")
     try:
         first = _wait(supervised.target)
@@ -217,6 +218,8 @@ def test_a_killed_supervised_command_is_started_again_and_shutdown_leaves_nothin
         assert first in tree and len(tree) == 2
         second = _wait(lambda: (pid := supervised.target()) and pid != first and pid)
         assert second != first and supervised.kills == 1
+        # Its own child started too: a shutdown racing the restart's fork could miss it.
+        _wait(lambda: chaos_stack.descendants(second))
         _wait(lambda: supervised.restarts() == 1)
     finally:
         hung = chaos_stack.shutdown([supervised], timeout=10)
