@@ -17,6 +17,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def real_chat_model(db: Any, smollm2_dir: Path) -> None:
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        # The counting child (about 15 s each) reads no database: the SQLite pass runs these.
+        pytest.skip("the SQLite pass runs the token-counting tests")
     RegisteredModel.objects.create(name=CHAT_MODEL, source=str(smollm2_dir), endpoints=["chat", "completions"])
 
 
@@ -51,7 +56,7 @@ def test_confirming_with_another_users_file_is_refused_and_queues_nothing(web, b
 
 
 @pytest.mark.parametrize("file_id", [b"", b"file-%ED%A0%80", b"x" * 65, b"..%2F..%2Fetc%2Fpasswd", b"file-%00"])
-def test_a_hostile_input_file_id_on_the_form_queues_nothing(web, real_chat_model, file_id):
+def test_a_hostile_input_file_id_on_the_form_queues_nothing(web, models, file_id):
     # Raw form bytes: %ED%A0%80 is a lone surrogate's UTF-8 (surrogatepass), which no browser sends.
     body = b"input_file_id=" + file_id + b"&model=" + CHAT_MODEL.encode() + b"&completion_window=24h&action=estimate"
     response = web.post("/submit", body, content_type="application/x-www-form-urlencoded")
