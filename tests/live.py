@@ -54,6 +54,16 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: f
         time.sleep(every)
 
 
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+def sdk_batch_ended(sdk: Any, batch_id: str, timeout: float = 600, what: str = "the batch to end") -> Any:
+    """Poll the batch through the openai SDK until it reaches a terminal status; the batch."""
+    return wait_until(
+        lambda: (b := sdk.batches.retrieve(batch_id)).status in TERMINAL and b, timeout=timeout, what=what, every=0.5
+    )
+
+
 class LiveStack:
     def __init__(self, server: Any, worker: subprocess.Popen[bytes], log_path: Path, engine_metrics_url: str) -> None:
         self.server = server

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.engine import demo
 from jobs.models import ApiKey, Worker
-from tests.live import LiveStack, wait_until
+from tests.live import LiveStack, sdk_batch_ended, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,12 +36,7 @@ def run_chat_batch(stack: LiveStack, user: Any, tmp_path: Path, n: int) -> list[
     )
     file = sdk.files.create(file=path.open("rb"), purpose="batch")
     batch = sdk.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
-    done = wait_until(
-        lambda: (b := sdk.batches.retrieve(batch.id)).status in ("completed", "failed", "expired", "cancelled") and b,
-        timeout=600,
-        what="the batch to end",
-        every=0.5,
-    )
+    done = sdk_batch_ended(sdk, batch.id)
     assert done.status == "completed", (done, stack.log_tail())
     return [json.loads(line) for line in sdk.files.content(done.output_file_id).text.splitlines()]
 

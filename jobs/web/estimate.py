@@ -9,7 +9,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from jobs.errors import BatchsiteError, LimitReached, TooLarge
+from jobs.errors import BatchsiteError
 from jobs.services import estimate as estimate_service
 from jobs.services import files as file_service
 from jobs.web.forms import SubmitForm
@@ -32,8 +32,7 @@ def estimate_page(request: HttpRequest, form: SubmitForm, page: Callable[..., Ht
             request.user, file_id, data["endpoint"] or None, data["model"] or None
         )
     except BatchsiteError as exc:
-        form.add_service_error(exc)
-        status = 413 if isinstance(exc, TooLarge) else 429 if isinstance(exc, LimitReached) else 400
+        status = form.add_service_error(exc)
         return page(request, form, status=status)
     # The confirm form carries the user's choices and the stored file, not the upload.
     confirm = SubmitForm({**request.POST.dict(), "input_file_id": file_id}, models=list(form.models.values()))

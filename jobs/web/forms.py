@@ -9,7 +9,7 @@ from django import forms
 from django.conf import settings
 from django.core.validators import URLValidator
 
-from jobs.errors import BatchsiteError
+from jobs.errors import BatchsiteError, LimitReached, TooLarge
 from jobs.models import ENDPOINT_KINDS, BatchStatus, RegisteredModel
 from jobs.services import batches as batch_service
 from jobs.services.batches import BatchRequest
@@ -131,9 +131,10 @@ class SubmitForm(forms.Form):
             webhook_url=data["webhook_url"] or "",
         )
 
-    def add_service_error(self, exc: BatchsiteError) -> None:
-        """Show a service's refusal next to the field it names, else above the form."""
+    def add_service_error(self, exc: BatchsiteError) -> int:
+        """Show a service's refusal next to the field it names, else above the form; the page's status."""
         self.add_error(_PARAM_FIELDS.get(exc.param or ""), exc.message)
+        return 413 if isinstance(exc, TooLarge) else 429 if isinstance(exc, LimitReached) else 400
 
 
 class KeyForm(forms.Form):

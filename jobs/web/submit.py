@@ -10,7 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from jobs.errors import BatchsiteError, LimitReached, TooLarge
+from jobs.errors import BatchsiteError
 from jobs.models import Batch, BatchStatus
 from jobs.services import batches as batch_service
 from jobs.services.registry import enabled_models
@@ -84,8 +84,7 @@ def submit(request: HttpRequest) -> HttpResponse:
         else:  # confirmed after an estimate: the file it stored
             batch = batch_service.create_batch(request.user, data["input_file_id"], req)
     except BatchsiteError as exc:
-        form.add_service_error(exc)
-        status = 413 if isinstance(exc, TooLarge) else 429 if isinstance(exc, LimitReached) else 400
+        status = form.add_service_error(exc)
         return _page(request, form, status=status)
     if batch.status == BatchStatus.FAILED:
         return _failed(request, form, batch)

@@ -14,7 +14,7 @@ import pytest
 
 from jobs.engine import demo
 from jobs.models import ApiKey
-from tests.live import LiveStack, wait_until
+from tests.live import LiveStack, sdk_batch_ended
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,12 +31,7 @@ def estimate_then_run(stack: LiveStack, user: Any, tmp_path: Path, url: str, bod
     file = sdk.files.create(file=path.open("rb"), purpose="batch")
     estimate = sdk.post("/batches/estimate", body={"input_file_id": file.id, "endpoint": url}, cast_to=object)
     batch = sdk.batches.create(input_file_id=file.id, endpoint=url, completion_window="24h")  # type: ignore[arg-type]
-    done = wait_until(
-        lambda: (b := sdk.batches.retrieve(batch.id)).status in ("completed", "failed", "expired", "cancelled") and b,
-        timeout=600,
-        what="the batch to end",
-        every=0.5,
-    )
+    done = sdk_batch_ended(sdk, batch.id)
     assert done.status == "completed", (done, stack.log_tail())
     lines = [json.loads(line) for line in sdk.files.content(done.output_file_id).text.splitlines()]
     return estimate, lines

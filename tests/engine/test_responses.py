@@ -18,7 +18,7 @@ from jobs.engine import demo
 from jobs.engine.base import ModelSpec
 from jobs.engine.errors import openai_error
 from jobs.models import ApiKey
-from tests.live import LiveStack, wait_until
+from tests.live import LiveStack, sdk_batch_ended
 
 from .conftest import Background, api_server_reference
 from .test_vllm_engine import assert_same_body
@@ -99,14 +99,7 @@ def test_a_responses_batch_gives_the_bodies_vllm_serve_gives(
         file = sdk.files.create(file=path.open("rb"), purpose="batch")
         batch = sdk.batches.create(input_file_id=file.id, endpoint=RESPONSES, completion_window="24h")
         assert batch.status == "in_progress", batch
-        done = wait_until(
-            lambda: (
-                (b := sdk.batches.retrieve(batch.id)).status in ("completed", "failed", "expired", "cancelled") and b
-            ),
-            timeout=900,
-            what="the responses batch to end",
-            every=0.5,
-        )
+        done = sdk_batch_ended(sdk, batch.id, timeout=900, what="the responses batch to end")
         assert done.status == "completed", (done, stack.log_tail())
         assert done.request_counts.model_dump() == {"total": 20, "completed": 19, "failed": 1}
         output = [json.loads(x) for x in sdk.files.content(done.output_file_id).text.splitlines()]
