@@ -29,7 +29,7 @@ from django.db.models.functions import Coalesce
 
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, Worker, WorkerState
 from jobs.models.clock import Now, ago, db_now
-from jobs.services import counters, loads, parts, scheduling
+from jobs.services import counters, loads, parts, scheduling, share
 from jobs.services.parts import Part
 
 log = logging.getLogger("batchsite.worker")
@@ -249,7 +249,7 @@ def sweep_stale(stale_after: float, max_attempts: int, batch_ids: Collection[str
     if batch_ids is not None:
         stale = stale.filter(batch_id__in=batch_ids)
     touched = []
-    for chunk in list(stale):
+    for chunk in list(stale.select_related("batch")):
         recorded = parts.recorded(chunk)
         completed, failed = parts.totals(recorded)
         reason = f"Worker {chunk.worker_id} stopped heart-beating while running it."
@@ -259,6 +259,7 @@ def sweep_stale(stale_after: float, max_attempts: int, batch_ids: Collection[str
         ).update(worker=None, completed=completed, failed=failed, **fields)
         if changed:
             log.warning("took back chunk %s from silent worker %s (attempt %d)", chunk, chunk.worker_id, chunk.attempts)
+            share.record_claim(chunk)  # its worker's time until now counts to the owner's share
             # Lines its last progress report counted that no checkpoint holds: they run again.
             counters.add(counters.LINES_RERUN, chunk.completed + chunk.failed - completed - failed)
             refresh_batch_counts(chunk.batch_id)
