@@ -100,7 +100,10 @@ def claim_next(worker_id: str, model: str | None = None, skip_models: Collection
         )
         if pick.model is not None:
             candidates = candidates.filter(batch__model=pick.model)
-        candidates = candidates.in_queue_order()
+        if pick.owner is not None:
+            candidates = candidates.filter(batch__owner_id=pick.owner)  # fair share chose whose turn it is
+        # Queue order, with a batch's priority first (all normal: the seed's FIFO).
+        candidates = candidates.order_by("-batch__priority", "batch__created_at", "batch_id", "index")
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True, of=("self",))
         chunk = candidates.select_related("batch").first()

@@ -9,15 +9,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 from django.conf import settings
+from django.db.models.functions import Now
 
-from jobs.models import Batch
-from jobs.services.scheduling import state
+from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus
+from jobs.services import share
+from jobs.services.scheduling import fairness, state
 from jobs.services.scheduling.estimates import Estimator, Meter
 from jobs.services.scheduling.plan import BatchPlan, QueuePlan, plan_for, queue_plan
-from jobs.services.scheduling.policy import POLICIES, Pick, current_policy
+from jobs.services.scheduling.policy import POLICIES, Pick, Situation, current_policy
 
 __all__ = [
     "POLICIES",
@@ -41,9 +44,58 @@ def choose(
     """The policy in force and what it picks for ``worker_id`` holding ``loaded``
     (by default, the model its row says it has loaded); ``unfit``: models its devices cannot run."""
     name = current_policy()
-    max_wait = settings.BATCHSITE_SCHEDULER.affinity_max_wait_seconds
-    situation = state.LiveSituation(worker_id, now, loaded, max_wait, unfit)
-    return name, POLICIES[name](situation)
+    conf = settings.BATCHSITE_SCHEDULER
+    situation: Situation = state.LiveSituation(worker_id, now, loaded, conf.affinity_max_wait_seconds, unfit)
+    if not conf.fair_share or len(_owners_with_work()) < 2:
+        # One user (or fair share off): the policy sees the whole queue, exactly as before.
+        return name, POLICIES[name](situation)
+    owner = fairness.choose_owner(
+        fairness.waiting_by_owner(situation.queue, situation.now),
+        _usage_now({w.owner for w in situation.queue if w.owner is not None}, now),
+        share.weights({w.owner for w in situation.queue if w.owner is not None}),
+        situation.loaded,
+        situation.now,
+        conf.fair_switch_seconds,
+    )
+    if owner is None:
+        return name, None
+    theirs = Situation(
+        situation.now,
+        situation.loaded,
+        situation.held_elsewhere,
+        tuple(w for w in situation.queue if w.owner == owner),
+        situation.max_wait,
+    )
+    pick = POLICIES[name](theirs)
+    return name, dataclasses.replace(pick, owner=owner, reason=f"{pick.reason}, fair share") if pick else None
+
+
+def _owners_with_work() -> list[int]:
+    """Up to two owners with chunks to claim: enough to know whether fair share has anything to decide."""
+    return list(
+        Batch.objects.filter(
+            status=BatchStatus.IN_PROGRESS,
+            expires_at__gt=Now(),
+            errors__isnull=True,
+            chunks__status=ChunkStatus.PENDING,
+        )
+        .order_by()
+        .values_list("owner_id", flat=True)
+        .distinct()[:2]
+    )
+
+
+def _usage_now(owners: set[int], now: datetime) -> dict[int, float]:
+    """Recorded worker seconds plus those of claims still running: a user whose first chunks
+    are running is not taken for one who has had nothing."""
+    used = share.usage(owners, now)
+    for owner, claimed in (
+        Chunk.objects.running()
+        .filter(batch__owner_id__in=owners, claimed_at__isnull=False)
+        .values_list("batch__owner_id", "claimed_at")
+    ):
+        used[owner] = used.get(owner, 0.0) + max((now - claimed).total_seconds(), 0.0)
+    return used
 
 
 def queue_positions() -> dict[str, int]:
