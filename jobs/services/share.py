@@ -80,6 +80,16 @@ def usage(user_ids: Collection[int], now: datetime | None = None) -> dict[int, f
     return out
 
 
+def usage_with_running(user_ids: Collection[int], now: datetime) -> dict[int, float]:
+    """``usage`` plus the seconds of their claims still running: a user whose first chunks
+    are running is not taken for one who has had nothing."""
+    used = usage(user_ids, now)
+    running = Chunk.objects.running().filter(batch__owner_id__in=list(user_ids), claimed_at__isnull=False)
+    for owner, claimed in running.values_list("batch__owner_id", "claimed_at"):
+        used[owner] = used.get(owner, 0.0) + max((now - claimed).total_seconds(), 0.0)
+    return used
+
+
 def weights(user_ids: Collection[int]) -> dict[int, float]:
     """Each user's weight: their own Quota's, else the largest of their groups' (a team), else 1."""
     ids = list(user_ids)

@@ -15,7 +15,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models.functions import Now
 
-from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus
+from jobs.models import Batch, BatchStatus, ChunkStatus
 from jobs.services import share
 from jobs.services.scheduling import fairness, state
 from jobs.services.scheduling.estimates import Estimator, Meter
@@ -51,7 +51,7 @@ def choose(
         return name, POLICIES[name](situation)
     owner = fairness.choose_owner(
         fairness.waiting_by_owner(situation.queue, situation.now),
-        _usage_now({w.owner for w in situation.queue if w.owner is not None}, now),
+        share.usage_with_running({w.owner for w in situation.queue if w.owner is not None}, now),
         share.weights({w.owner for w in situation.queue if w.owner is not None}),
         situation.loaded,
         situation.now,
@@ -83,19 +83,6 @@ def _owners_with_work() -> list[int]:
         .values_list("owner_id", flat=True)
         .distinct()[:2]
     )
-
-
-def _usage_now(owners: set[int], now: datetime) -> dict[int, float]:
-    """Recorded worker seconds plus those of claims still running: a user whose first chunks
-    are running is not taken for one who has had nothing."""
-    used = share.usage(owners, now)
-    for owner, claimed in (
-        Chunk.objects.running()
-        .filter(batch__owner_id__in=owners, claimed_at__isnull=False)
-        .values_list("batch__owner_id", "claimed_at")
-    ):
-        used[owner] = used.get(owner, 0.0) + max((now - claimed).total_seconds(), 0.0)
-    return used
 
 
 def queue_positions() -> dict[str, int]:
