@@ -81,6 +81,9 @@ def claim_next(worker_id: str, model: str | None = None, skip_models: Collection
     and so are batches that are failing.
     Batches of ``skip_models`` (models this worker's devices do not fit) are
     passed over, by the policy too, and left to a worker that fits.
+    With several users queued and fair share on, the policy sees and the
+    claim takes only the chosen user's batches (scheduling/fairness.py); a
+    batch's priority comes before its age.
 
     PostgreSQL: FOR UPDATE OF the chunk row SKIP LOCKED, so concurrent workers
     skip each other's candidates instead of queueing on them. SQLite: the
