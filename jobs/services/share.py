@@ -86,7 +86,8 @@ def usage_with_running(user_ids: Collection[int], now: datetime) -> dict[int, fl
     used = usage(user_ids, now)
     running = Chunk.objects.running().filter(batch__owner_id__in=list(user_ids), claimed_at__isnull=False)
     for owner, claimed in running.values_list("batch__owner_id", "claimed_at"):
-        used[owner] = used.get(owner, 0.0) + max((now - claimed).total_seconds(), 0.0)
+        if claimed is not None:
+            used[owner] = used.get(owner, 0.0) + max((now - claimed).total_seconds(), 0.0)
     return used
 
 
@@ -98,8 +99,13 @@ def weights(user_ids: Collection[int]) -> dict[int, float]:
     for user_id, weight in Quota.objects.filter(group__user__in=ids, weight__isnull=False).values_list(
         "group__user", "weight"
     ):
-        groups[user_id] = max(weight, groups.get(user_id, weight))
-    own = dict(Quota.objects.filter(user__in=ids, weight__isnull=False).values_list("user_id", "weight"))
+        if weight is not None:
+            groups[user_id] = max(weight, groups.get(user_id, weight))
+    own = {
+        user_id: weight
+        for user_id, weight in Quota.objects.filter(user__in=ids).values_list("user_id", "weight")
+        if user_id is not None and weight is not None
+    }
     for user_id in ids:
         if user_id in own:
             out[user_id] = own[user_id]

@@ -49,10 +49,11 @@ def choose(
     if not conf.fair_share or len(_owners_with_work()) < 2:
         # One user (or fair share off): the policy sees the whole queue, exactly as before.
         return name, POLICIES[name](situation)
+    waiting = {o: m for o, m in fairness.waiting_by_owner(situation.queue, situation.now).items() if o is not None}
     owner = fairness.choose_owner(
-        fairness.waiting_by_owner(situation.queue, situation.now),
-        share.usage_with_running({w.owner for w in situation.queue if w.owner is not None}, now),
-        share.weights({w.owner for w in situation.queue if w.owner is not None}),
+        waiting,
+        share.usage_with_running(set(waiting), now),
+        share.weights(set(waiting)),
         situation.loaded,
         situation.now,
         conf.fair_switch_seconds,

@@ -146,8 +146,9 @@ def _fair_share(queue: state.QueueState, batches: list[SimBatch]) -> FairShare |
     if len({b.owner for b in batches}) < 2:
         return None
     at = datetime.fromtimestamp(queue.now, UTC)
-    used: dict[int | None, float] = dict(share.usage_with_running(owners, at))
-    return FairShare(used, dict(share.weights(owners)), settings.BATCHSITE_SCHEDULER.fair_switch_seconds)
+    used: dict[int | None, float] = {k: v for k, v in share.usage_with_running(owners, at).items()}
+    weights: dict[int | None, float] = {k: v for k, v in share.weights(owners).items()}
+    return FairShare(used, weights, settings.BATCHSITE_SCHEDULER.fair_switch_seconds)
 
 
 def what_if(model: str, requests: int, chunks: int) -> BatchPlan:
