@@ -74,6 +74,9 @@ def test_a_small_batch_of_another_user_runs_next_while_a_big_one_is_running(
         assert Batch.objects.get(pk=alices).status == BatchStatus.IN_PROGRESS, "alice's batch ended first"
         bob_claimed = Chunk.objects.get(batch_id=bobs).claimed_at
         assert bob_claimed is not None
+        # The worker's next claim after bob's submit was his, not another of alice's chunks.
+        between = Chunk.objects.filter(batch_id=alices, claimed_at__gt=submitted, claimed_at__lt=bob_claimed)
+        assert not between.exists(), [c.index for c in between]
         waited = (bob_claimed - submitted).total_seconds()
         alice_chunks = [
             (c.finished_at - c.claimed_at).total_seconds()
