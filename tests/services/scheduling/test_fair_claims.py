@@ -6,11 +6,13 @@ row); tests/test_fair_share_live.py runs a real worker on the demo model.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from jobs.models import Batch, Chunk, Priority, RegisteredModel
+from jobs.models import Batch, Chunk, Priority, RegisteredModel, Worker
+from jobs.models.quotas import ShareUsage
 from jobs.services import queue, share
 from tests.conftest import CHAT_MODEL, chat_line, jsonl
 
@@ -120,3 +122,15 @@ def test_priority_orders_within_the_owner_fair_share_chose(client, other_client,
     share.record(Batch.objects.get(pk=bobs).owner_id, 100.0)  # bob is above his share
     queue.register_worker("w1", "cuda:0", 1)
     assert drain("w1")[0] == alices[1]
+
+
+def test_a_chunk_taken_back_from_a_dead_worker_counts_its_time_to_the_owner(client, upload, models, limits, user):
+    limits(chunk_size=2)
+    create(client, upload, n=2)
+    queue.register_worker("dead", "cuda:0", 1)
+    chunk = queue.claim_next("dead")
+    assert chunk is not None
+    Chunk.objects.filter(pk=chunk.pk).update(claimed_at=chunk.claimed_at - timedelta(seconds=40))
+    Worker.objects.filter(pk="dead").update(heartbeat_at=chunk.claimed_at - timedelta(seconds=3600))
+    assert queue.sweep_stale(stale_after=30, max_attempts=3) == [chunk.batch_id]
+    assert ShareUsage.objects.get(pk=user.pk).seconds == pytest.approx(40, abs=5)
