@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jobs.models import Chunk, ChunkStatus
-from jobs.services import parts, queue, results
+from jobs.services import parts, queue, results, share
 from jobs.services.parts import Part, PartWriter
 
 log = logging.getLogger("batchsite.worker")
@@ -96,6 +96,7 @@ def end_claim(
         if part is not None:
             parts.discard(chunk.batch_id, chunk.index, part)
         return None
+    share.record_claim(chunk)  # the claim's worker time, for fair share between users
     queue.refresh_batch_counts(chunk.batch_id)
     if ended:
         finalize(chunk.batch_id, worker_id)

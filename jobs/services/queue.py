@@ -29,7 +29,7 @@ from django.db.models.functions import Coalesce
 
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, Worker, WorkerState
 from jobs.models.clock import Now, ago, db_now
-from jobs.services import counters, loads, parts, scheduling
+from jobs.services import counters, loads, parts, scheduling, share
 from jobs.services.parts import Part
 
 log = logging.getLogger("batchsite.worker")
@@ -81,6 +81,9 @@ def claim_next(worker_id: str, model: str | None = None, skip_models: Collection
     and so are batches that are failing.
     Batches of ``skip_models`` (models this worker's devices do not fit) are
     passed over, by the policy too, and left to a worker that fits.
+    With several users queued and fair share on, the policy sees and the
+    claim takes only the chosen user's batches (scheduling/fairness.py); a
+    batch's priority comes before its age.
 
     PostgreSQL: FOR UPDATE OF the chunk row SKIP LOCKED, so concurrent workers
     skip each other's candidates instead of queueing on them. SQLite: the
@@ -100,7 +103,10 @@ def claim_next(worker_id: str, model: str | None = None, skip_models: Collection
         )
         if pick.model is not None:
             candidates = candidates.filter(batch__model=pick.model)
-        candidates = candidates.in_queue_order()
+        if pick.owner is not None:
+            candidates = candidates.filter(batch__owner_id=pick.owner)  # fair share chose whose turn it is
+        # Queue order, with a batch's priority first (all normal: the seed's FIFO).
+        candidates = candidates.order_by("-batch__priority", "batch__created_at", "batch_id", "index")
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True, of=("self",))
         chunk = candidates.select_related("batch").first()
@@ -249,7 +255,7 @@ def sweep_stale(stale_after: float, max_attempts: int, batch_ids: Collection[str
     if batch_ids is not None:
         stale = stale.filter(batch_id__in=batch_ids)
     touched = []
-    for chunk in list(stale):
+    for chunk in list(stale.select_related("batch")):
         recorded = parts.recorded(chunk)
         completed, failed = parts.totals(recorded)
         reason = f"Worker {chunk.worker_id} stopped heart-beating while running it."
@@ -259,6 +265,7 @@ def sweep_stale(stale_after: float, max_attempts: int, batch_ids: Collection[str
         ).update(worker=None, completed=completed, failed=failed, **fields)
         if changed:
             log.warning("took back chunk %s from silent worker %s (attempt %d)", chunk, chunk.worker_id, chunk.attempts)
+            share.record_claim(chunk)  # its worker's time until now counts to the owner's share
             # Lines its last progress report counted that no checkpoint holds: they run again.
             counters.add(counters.LINES_RERUN, chunk.completed + chunk.failed - completed - failed)
             refresh_batch_counts(chunk.batch_id)

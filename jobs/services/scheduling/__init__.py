@@ -9,15 +9,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 from django.conf import settings
+from django.db.models.functions import Now
 
-from jobs.models import Batch
-from jobs.services.scheduling import state
+from jobs.models import Batch, BatchStatus, ChunkStatus
+from jobs.services import share
+from jobs.services.scheduling import fairness, state
 from jobs.services.scheduling.estimates import Estimator, Meter
 from jobs.services.scheduling.plan import BatchPlan, QueuePlan, plan_for, queue_plan
-from jobs.services.scheduling.policy import POLICIES, Pick, current_policy
+from jobs.services.scheduling.policy import POLICIES, Pick, Situation, current_policy
 
 __all__ = [
     "POLICIES",
@@ -41,9 +44,46 @@ def choose(
     """The policy in force and what it picks for ``worker_id`` holding ``loaded``
     (by default, the model its row says it has loaded); ``unfit``: models its devices cannot run."""
     name = current_policy()
-    max_wait = settings.BATCHSITE_SCHEDULER.affinity_max_wait_seconds
-    situation = state.LiveSituation(worker_id, now, loaded, max_wait, unfit)
-    return name, POLICIES[name](situation)
+    conf = settings.BATCHSITE_SCHEDULER
+    situation: Situation = state.LiveSituation(worker_id, now, loaded, conf.affinity_max_wait_seconds, unfit)
+    if not conf.fair_share or len(_owners_with_work()) < 2:
+        # One user (or fair share off): the policy sees the whole queue, exactly as before.
+        return name, POLICIES[name](situation)
+    waiting = {o: m for o, m in fairness.waiting_by_owner(situation.queue, situation.now).items() if o is not None}
+    owner = fairness.choose_owner(
+        waiting,
+        share.usage_with_running(set(waiting), now),
+        share.weights(set(waiting)),
+        situation.loaded,
+        situation.now,
+        conf.fair_switch_seconds,
+    )
+    if owner is None:
+        return name, None
+    theirs = Situation(
+        situation.now,
+        situation.loaded,
+        situation.held_elsewhere,
+        tuple(w for w in situation.queue if w.owner == owner),
+        situation.max_wait,
+    )
+    pick = POLICIES[name](theirs)
+    return name, dataclasses.replace(pick, owner=owner, reason=f"{pick.reason}, fair share") if pick else None
+
+
+def _owners_with_work() -> list[int]:
+    """Up to two owners with chunks to claim: enough to know whether fair share has anything to decide."""
+    return list(
+        Batch.objects.filter(
+            status=BatchStatus.IN_PROGRESS,
+            expires_at__gt=Now(),
+            errors__isnull=True,
+            chunks__status=ChunkStatus.PENDING,
+        )
+        .order_by()
+        .values_list("owner_id", flat=True)
+        .distinct()[:2]
+    )
 
 
 def queue_positions() -> dict[str, int]:

@@ -18,10 +18,19 @@ from django.core.cache import caches
 
 from jobs.models import Batch, BatchStatus, WorkerState
 from jobs.models.clock import db_now
+from jobs.services import share
 from jobs.services.scheduling import state
 from jobs.services.scheduling.estimates import Estimator
 from jobs.services.scheduling.policy import POLICIES, current_policy
-from jobs.services.scheduling.simulation import Estimates, Outcome, SimBatch, SimRunning, SimWorker, simulate
+from jobs.services.scheduling.simulation import (
+    Estimates,
+    FairShare,
+    Outcome,
+    SimBatch,
+    SimRunning,
+    SimWorker,
+    simulate,
+)
 
 CACHE_KEY = "batchsite:queue-plan"
 # A batch created this close to a plan's computation may have been committed
@@ -97,6 +106,8 @@ def _sim_batches(queue: state.QueueState) -> list[SimBatch]:
                 b.last_served,
                 b.pending_chunks + extra_chunks,
                 b.pending_requests + extra_requests,
+                b.owner,
+                b.priority,
             )
         )
     return batches
@@ -116,14 +127,28 @@ def _simulate(queue: state.QueueState, extra: list[SimBatch]) -> tuple[Outcome, 
         # Nobody to run the queue: order it as a worker would that starts now
         # with nothing loaded, but promise no time.
         workers = [SimWorker("", current_policy(), None, None)]
+    batches = _sim_batches(queue) + extra
+    conf = settings.BATCHSITE_SCHEDULER
     outcome = simulate(
         queue.now,
-        _sim_batches(queue) + extra,
+        batches,
         workers,
         Estimates(estimator.seconds_per_request, estimator.load_seconds),
-        settings.BATCHSITE_SCHEDULER.affinity_max_wait_seconds,
+        conf.affinity_max_wait_seconds,
+        _fair_share(queue, batches) if conf.fair_share else None,
     )
     return outcome, alive
+
+
+def _fair_share(queue: state.QueueState, batches: list[SimBatch]) -> FairShare | None:
+    """The users' worker time and weights, for a queue of several users' work (else None: nothing to share)."""
+    owners = {b.owner for b in batches if b.owner is not None}
+    if len({b.owner for b in batches}) < 2:
+        return None
+    at = datetime.fromtimestamp(queue.now, UTC)
+    used: dict[int | None, float] = {k: v for k, v in share.usage_with_running(owners, at).items()}
+    weights: dict[int | None, float] = {k: v for k, v in share.weights(owners).items()}
+    return FairShare(used, weights, settings.BATCHSITE_SCHEDULER.fair_switch_seconds)
 
 
 def what_if(model: str, requests: int, chunks: int) -> BatchPlan:

@@ -34,6 +34,8 @@ class Waiting:
     # Since when nothing of it has run (its creation, or its last chunk's end);
     # None while a chunk of it is running.
     waiting_since: float | None
+    owner: int | None = None  # the batch's owner (fair share restricts the queue to one)
+    priority: int = 0  # jobs.models.Priority: orders an owner's batches before their age
 
 
 class Situation:
@@ -78,6 +80,7 @@ class Situation:
 class Pick:
     model: str | None  # claim this model's oldest chunk; None: the queue's head, whatever its model
     reason: str  # said in the worker's "claimed" log line
+    owner: int | None = None  # fair share chose this owner's work; None: anyone's
 
 
 Policy = Callable[[Situation], Pick | None]

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from jobs.services.scheduling.fairness import choose_owner, waiting_by_owner
 from jobs.services.scheduling.policy import POLICIES, Situation, Waiting
 
 Slot = tuple[str, str]
@@ -35,6 +36,17 @@ class SimBatch:
     last_served: float | None  # when a chunk of it last ended or was claimed
     pending_chunks: int
     pending_requests: int
+    owner: int | None = None
+    priority: int = 0
+
+
+@dataclass
+class FairShare:
+    """Fair share as the claims apply it (jobs/services/scheduling/fairness.py)."""
+
+    usage: dict[int | None, float]  # decayed worker seconds so far; the run adds its own
+    weights: dict[int | None, float]
+    switch_seconds: float
 
 
 @dataclass
@@ -72,10 +84,17 @@ class Outcome:
 
 
 def simulate(
-    now: float, batches: list[SimBatch], workers: list[SimWorker], estimates: Estimates, max_wait: float
+    now: float,
+    batches: list[SimBatch],
+    workers: list[SimWorker],
+    estimates: Estimates,
+    max_wait: float,
+    fair: FairShare | None = None,
 ) -> Outcome:
     out = Outcome()
-    order = sorted(batches, key=lambda b: (b.created_at, b.id))
+    # The claim's order: priority first, then the queue's (all normal: FIFO).
+    order = sorted(batches, key=lambda b: (-b.priority, b.created_at, b.id))
+    used = dict(fair.usage) if fair is not None else {}
     by_id = {b.id: b for b in order}
     busy_until: dict[str, float] = {}  # batch id -> when its claimed work ends
     unsure: set[str] = set()
@@ -128,15 +147,23 @@ def simulate(
     while clocks:
         t, index = heapq.heappop(clocks)
         worker = workers[index]
-        queue = tuple(Waiting(b.id, b.model, b.created_at, waiting_since(b, t)) for b in order if b.pending_chunks > 0)
+        queue = tuple(
+            Waiting(b.id, b.model, b.created_at, waiting_since(b, t), b.owner, b.priority)
+            for b in order
+            if b.pending_chunks > 0
+        )
         if not queue:
             continue  # nothing left for this worker: it idles from here on
+        if fair is not None and len({w.owner for w in queue}) > 1:
+            owner = choose_owner(waiting_by_owner(queue, t), used, fair.weights, worker.loaded, t, fair.switch_seconds)
+            queue = tuple(w for w in queue if w.owner == owner)
         held = frozenset(w.loaded for w in workers if w is not worker and w.loaded is not None)
         pick = POLICIES[worker.policy](Situation(t, worker.loaded, held, queue, max_wait))
         if pick is None:
             continue
         target = by_id[next(w.batch_id for w in queue if pick.model is None or w.model == pick.model)]
         chunks = min(step, target.pending_chunks)
+        claimed = t
         requests = round(target.pending_requests * chunks / target.pending_chunks)
         target.pending_chunks -= chunks
         target.pending_requests -= requests
@@ -156,6 +183,7 @@ def simulate(
         known = known and spr is not None
         t += requests * (UNKNOWN_SECONDS_PER_REQUEST if spr is None else spr)
         known_from[index] = known
+        used[target.owner] = used.get(target.owner, 0.0) + t - claimed  # as share.record_claim counts it
         finish(target.id, t, known)
         heapq.heappush(clocks, (t, index))
 

@@ -38,6 +38,8 @@ class QueuedBatch:
     last_served: float | None  # latest claim or end of one of its chunks
     pending_chunks: int
     pending_requests: int
+    owner: int | None = None
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,11 @@ class QueueState:
                 None
                 if b.id in served
                 else (max(b.created_at, b.last_served or b.created_at) if b.started else b.created_at),
+                b.owner,
+                b.priority,
             )
-            for b in self.batches
+            # Higher priority first, then the queue order (a stable sort keeps it among equals).
+            for b in sorted(self.batches, key=lambda b: -b.priority)
             if b.pending_chunks > 0 and b.model not in unavailable
         )
         held = {w.loaded for w in self.workers if w.id != worker_id and w.loaded}
@@ -122,10 +127,12 @@ def read(now: datetime) -> QueueState:
             "pending_requests",
             "last_claimed",
             "last_finished",
+            "owner_id",
+            "priority",
         )
     )
     batches = []
-    for batch_id, model, created, started, chunks, requests, claimed, finished in rows:
+    for batch_id, model, created, started, chunks, requests, claimed, finished, owner, priority in rows:
         served = [t for t in (_ts(claimed), _ts(finished)) if t is not None]
         batches.append(
             QueuedBatch(
@@ -136,6 +143,8 @@ def read(now: datetime) -> QueueState:
                 max(served) if served else None,
                 chunks,
                 requests or 0,
+                owner,
+                priority,
             )
         )
     running: list[RunningChunk] = []

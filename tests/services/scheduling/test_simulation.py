@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from jobs.services.scheduling.simulation import Estimates, SimBatch, SimRunning, SimWorker, simulate
+from jobs.services.scheduling.simulation import Estimates, FairShare, SimBatch, SimRunning, SimWorker, simulate
 
 NOW = 1_000_000.0
 SLOT = ("host", "cuda:0")
@@ -137,3 +137,36 @@ def test_a_huge_queue_is_simulated_in_bounded_time_and_keeps_its_totals():
     # Two workers share each batch: about half the single-worker time, plus the loads.
     single = 300_000 * (0.1 + 0.05 + 0.1)
     assert single / 2 < out.ends["b2"] - NOW < single / 2 + 200
+
+
+def owned(owner: int, model: str, created: float, requests: int = 100, chunks: int = 4, priority: int = 0) -> SimBatch:
+    return SimBatch(f"u{owner}-{created}", model, created, False, None, chunks, requests, owner, priority)
+
+
+def test_fair_share_starts_a_second_users_small_batch_after_one_chunk_not_after_the_first_users_queue():
+    def queue() -> list[SimBatch]:  # fresh each run: the simulation consumes its batches
+        return [*(owned(1, "A", NOW - 100 + i) for i in range(4)), owned(2, "A", NOW - 50, requests=5, chunks=1)]
+
+    small = queue()[-1].id
+    fair = FairShare({}, {}, switch_seconds=300)
+    out = simulate(NOW, queue(), [worker("fifo", loaded="A")], KNOWN, max_wait=1800, fair=fair)
+    # User 1's oldest batch waited longest: one chunk of it (25 requests at 10 req/s), then user 2's turn.
+    assert out.starts[small] == pytest.approx(NOW + 2.5)
+    unfair = simulate(NOW, queue(), [worker("fifo", loaded="A")], KNOWN, max_wait=1800)
+    assert unfair.starts[small] == pytest.approx(NOW + 40)
+
+
+def test_fair_share_in_the_simulation_keeps_the_switch_budget():
+    a = [owned(1, "A", NOW - 10 + i, requests=4000, chunks=40) for i in range(2)]
+    b = owned(2, "B", NOW - 5, requests=400, chunks=40)
+    fair = FairShare({}, {}, switch_seconds=300)
+    out = simulate(NOW, [*a, b], [worker("fifo", loaded="A")], KNOWN, max_wait=1800, fair=fair)
+    # 800 s of A's work and 20 s of B's: B takes the worker only once its oldest line waited 300 s.
+    assert out.starts[b.id] >= NOW - 5 + 300
+    assert out.swaps <= 3
+
+
+def test_the_simulation_runs_a_users_high_priority_batch_first():
+    normal, high = owned(1, "A", NOW - 10), owned(1, "A", NOW - 5, priority=1)
+    out = simulate(NOW, [normal, high], [worker("fifo", loaded="A")], KNOWN, max_wait=1800)
+    assert out.starts[high.id] < out.starts[normal.id]
