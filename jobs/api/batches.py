@@ -21,7 +21,7 @@ from jobs.api.serializers import MetadataField
 from jobs.models import Batch
 from jobs.services import batches as batch_service
 from jobs.services import files as file_service
-from jobs.services import partial, scheduling
+from jobs.services import partial, quotas, scheduling
 from jobs.services import retry as retry_service
 from jobs.services.batches import BatchRequest
 from jobs.services.expiry import expire_overdue
@@ -97,6 +97,8 @@ class BatchListApi(APIView):
             output_expires_after=file_service.parse_expires_after(
                 bracketed(request.data, "output_expires_after"), "output_expires_after"
             ),
+            # Read as sent (a serializer field would coerce 1 to "1"): the service checks it.
+            priority=quotas.parse_priority(request.data.get("priority"), request.user),
         )
         if "file" in data:
             batch = batch_service.create_batch_from_upload(request.user, data["file"], req)
