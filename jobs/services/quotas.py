@@ -125,3 +125,29 @@ def parse_priority(value: Any, user: Any) -> Priority:
 
 def priority_name(value: int) -> str:
     return str(Priority(value).label)
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    label: str
+    used: int
+    limit: int
+    bytes: bool = False
+
+    @property
+    def percent(self) -> float:
+        return 100.0 if self.limit <= 0 else min(100.0, 100.0 * self.used / self.limit)
+
+    @property
+    def full(self) -> bool:
+        return self.used >= self.limit
+
+
+def usage_rows(user: Any) -> list[UsageRow]:
+    """The user's usage against each quota, for the submit and keys pages."""
+    limits, usage = limits_for(user), usage_for(user)
+    return [
+        UsageRow("Batches queued or running", usage.queued_batches, limits.max_queued_batches),
+        UsageRow("Requests queued or running", usage.queued_requests, limits.max_queued_requests),
+        UsageRow("Stored files", usage.stored_bytes, limits.max_stored_bytes, bytes=True),
+    ]
