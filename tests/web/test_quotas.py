@@ -83,3 +83,10 @@ def test_the_chosen_priority_is_kept_and_shown_on_the_batch_page(web, staff_web)
     assert '<dd id="priority">High</dd>' in staff_web.get(response["Location"]).content.decode()
     response = submit(web, jsonl([chat_line(0)]), priority="low")
     assert Batch.objects.get(owner__username="alice").priority == Priority.LOW
+
+
+def test_the_batch_list_marks_a_batch_that_is_not_normal_priority(web):
+    submit(web, jsonl([chat_line(0)]), priority="low")
+    submit(web, jsonl([chat_line(0)]))
+    page = web.get("/batches").content.decode()
+    assert page.count("low priority") == 1 and "normal priority" not in page
