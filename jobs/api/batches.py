@@ -98,13 +98,18 @@ class BatchListApi(APIView):
                 bracketed(request.data, "output_expires_after"), "output_expires_after"
             ),
             # Read as sent (a serializer field would coerce 1 to "1"): the service checks it.
-            priority=quotas.parse_priority(request.data.get("priority"), request.user),
+            priority=quotas.parse_priority(_raw(request, "priority"), request.user),
         )
         if "file" in data:
             batch = batch_service.create_batch_from_upload(request.user, data["file"], req)
         else:
             batch = batch_service.create_batch(request.user, data["input_file_id"], req)
         return Response(batch_object(batch))
+
+
+def _raw(request: Request, name: str) -> Any:
+    """A field of the body as sent: JSON's own type, or a form's string (QueryDict is a dict)."""
+    return request.data.get(name) if isinstance(request.data, dict) else None
 
 
 class BatchDetailApi(APIView):
