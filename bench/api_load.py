@@ -145,7 +145,8 @@ def main() -> None:
     args = parser.parse_args()
     lines = args.upload_mb * 1000
     # One user submits every batch: the per-user quotas are raised with the global ones.
-    env = {"BATCHSITE_MAX_QUEUED_BATCHES": str(args.batches + 2), "BATCHSITE_USER_MAX_QUEUED_BATCHES": str(args.batches + 2)}
+    slots = str(args.batches + 2)
+    env = {"BATCHSITE_MAX_QUEUED_BATCHES": slots, "BATCHSITE_USER_MAX_QUEUED_BATCHES": slots}
     if lines:
         env.update(
             BATCHSITE_MAX_REQUESTS_PER_BATCH=str(lines),
