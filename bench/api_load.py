@@ -144,11 +144,14 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     lines = args.upload_mb * 1000
-    env = {"BATCHSITE_MAX_QUEUED_BATCHES": str(args.batches + 2)}
+    # One user submits every batch: the per-user quotas are raised with the global ones.
+    slots = str(args.batches + 2)
+    env = {"BATCHSITE_MAX_QUEUED_BATCHES": slots, "BATCHSITE_USER_MAX_QUEUED_BATCHES": slots}
     if lines:
         env.update(
             BATCHSITE_MAX_REQUESTS_PER_BATCH=str(lines),
             BATCHSITE_MAX_QUEUED_REQUESTS=str(lines + 100 * args.batches),
+            BATCHSITE_USER_MAX_QUEUED_REQUESTS=str(lines + 100 * args.batches),
             BATCHSITE_MAX_UPLOAD_BYTES=str(1100 * lines + 1_000_000),
         )
     stack = Stack(env=env)

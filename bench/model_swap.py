@@ -32,7 +32,15 @@ def run(args: argparse.Namespace, overlap: str) -> dict[str, Any]:
     from jobs.engine import demo
 
     chat = model_spec("demo")
-    stack = Stack(env={"BATCHSITE_SWAP_OVERLAP": overlap})
+    # One user submits every batch (default 6): past the default per-user quota of 5.
+    slots = str(max(10, args.batches))
+    stack = Stack(
+        env={
+            "BATCHSITE_SWAP_OVERLAP": overlap,
+            "BATCHSITE_MAX_QUEUED_BATCHES": slots,
+            "BATCHSITE_USER_MAX_QUEUED_BATCHES": slots,
+        }
+    )
     log = stack.data_dir / "worker.log"
     try:
         stack.register(chat.name, chat.source, "chat,completions", chat.engine_options)

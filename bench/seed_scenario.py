@@ -64,6 +64,8 @@ def run_policy(policy: str, scale: float, requests: int, chunk: int, poll: float
             "BATCHSITE_POLL_SECONDS": "0.05",
             "BATCHSITE_HEARTBEAT_SECONDS": "1",
             "BATCHSITE_PROGRESS_SECONDS": "1",
+            # One user submits all 8 seed batches: past the default per-user quota (half the queue).
+            "BATCHSITE_USER_MAX_QUEUED_BATCHES": str(len(ORDER)),
         },
     )
     log = stack.data_dir / "worker.log"

@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from jobs import quota_admin  # noqa: F401  # registers Quota and its user and group inlines
 from jobs.models import (
     ApiKey,
     Batch,
@@ -80,8 +81,19 @@ class BatchAdmin(admin.ModelAdmin):
     """
 
     formfield_overrides = {models.JSONField: {"form_class": RenderableJSONField}}
-    list_display = ["id", "status", "model", "endpoint", "total", "completed", "failed", "owner", "created_at"]
-    list_filter = ["status", "model", "endpoint"]
+    list_display = [
+        "id",
+        "status",
+        "priority",
+        "model",
+        "endpoint",
+        "total",
+        "completed",
+        "failed",
+        "owner",
+        "created_at",
+    ]
+    list_filter = ["status", "priority", "model", "endpoint"]
     # metadata is JSON: searching its text finds custom keys and values.
     search_fields = ["id", "metadata", "owner__username", "input_file__id"]
     date_hierarchy = "created_at"

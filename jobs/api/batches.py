@@ -21,7 +21,7 @@ from jobs.api.serializers import MetadataField
 from jobs.models import Batch
 from jobs.services import batches as batch_service
 from jobs.services import files as file_service
-from jobs.services import partial, scheduling
+from jobs.services import partial, quotas, scheduling
 from jobs.services import retry as retry_service
 from jobs.services.batches import BatchRequest
 from jobs.services.expiry import expire_overdue
@@ -97,12 +97,19 @@ class BatchListApi(APIView):
             output_expires_after=file_service.parse_expires_after(
                 bracketed(request.data, "output_expires_after"), "output_expires_after"
             ),
+            # Read as sent (a serializer field would coerce 1 to "1"): the service checks it.
+            priority=quotas.parse_priority(_raw(request, "priority"), request.user),
         )
         if "file" in data:
             batch = batch_service.create_batch_from_upload(request.user, data["file"], req)
         else:
             batch = batch_service.create_batch(request.user, data["input_file_id"], req)
         return Response(batch_object(batch))
+
+
+def _raw(request: Request, name: str) -> Any:
+    """A field of the body as sent: JSON's own type, or a form's string (QueryDict is a dict)."""
+    return request.data.get(name) if isinstance(request.data, dict) else None
 
 
 class BatchDetailApi(APIView):

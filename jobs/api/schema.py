@@ -318,6 +318,11 @@ class BatchObject(serializers.Serializer):
         allow_null=True,
         help_text="The batch this one retries (POST /v1/batches/{id}/retry); null for any other batch.",
     )
+    priority = ext(
+        serializers.ChoiceField,
+        choices=["low", "normal", "high"],
+        help_text="Orders the owner's own batches: higher first, then first come, first served.",
+    )
 
 
 class BatchList(serializers.Serializer):
@@ -334,6 +339,12 @@ _WINDOW = {
     "description": "How long the batch may take (BATCHSITE_COMPLETION_WINDOWS lists the windows allowed).",
 }
 _ENDPOINT = {"type": "string", "enum": list(ENDPOINT_KINDS)}
+_PRIORITY = {
+    "type": "string",
+    "enum": ["low", "normal", "high"],
+    "default": "normal",
+    "description": f"Orders your own batches; high is for staff and jobs.high_priority. ({EXTENSION})",
+}
 BATCH_CREATE = {
     "application/json": {
         "type": "object",
@@ -354,6 +365,7 @@ BATCH_CREATE = {
                 "description": f"The model of the lines that name none. ({EXTENSION})",
             },
             "webhook_url": {"type": "string", "format": "uri", "description": f"POSTed to at the end. ({EXTENSION})"},
+            "priority": _PRIORITY,
         },
         "required": ["input_file_id", "endpoint", "completion_window"],
     },
@@ -367,6 +379,7 @@ BATCH_CREATE = {
             "endpoint": _ENDPOINT,
             "completion_window": _WINDOW,
             "webhook_url": {"type": "string", "format": "uri"},
+            "priority": _PRIORITY,
         },
         "required": ["file", "model"],
     },

@@ -14,11 +14,11 @@ from django.utils import timezone
 
 from batchsite.env import parse_window
 from jobs.errors import Conflict, InvalidRequest, LimitReached, NotFound, not_found
-from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, File, RegisteredModel
+from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, File, Priority, RegisteredModel
 from jobs.models.clock import Now
 from jobs.models.ids import could_be_id
 from jobs.services import files as file_service
-from jobs.services import lifecycle, validation_child
+from jobs.services import lifecycle, quotas, validation_child
 from jobs.services.expiry import expire_overdue
 from jobs.services.results import finalize
 from jobs.services.safe_json import has_lone_surrogate, shown
@@ -39,6 +39,7 @@ class BatchRequest:
     # Seconds after which the output and error files expire (OpenAI's output_expires_after).
     output_expires_after: int | None = None
     retry_of: str | None = None  # the batch this one retries (services/retry.py)
+    priority: Priority = Priority.NORMAL  # from quotas.parse_priority, which authorizes high
 
 
 def check_metadata(metadata: Any) -> dict[str, str] | None:
@@ -155,6 +156,7 @@ def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
             code="invalid_file_purpose",
         )
     check_queue_limits(0)
+    quotas.check_queue_quota(owner, 0)
     result = _validate(input_file, req)
     now = timezone.now()
     fields: dict[str, Any] = dict(
@@ -165,6 +167,7 @@ def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
         webhook_url=req.webhook_url,
         output_expires_after=req.output_expires_after,
         retry_of=req.retry_of,
+        priority=req.priority,
         created_at=now,
         endpoint=result.endpoint or req.endpoint or "",
         model=result.model or req.model or "",
@@ -182,6 +185,7 @@ def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
         if not File.objects.select_for_update().filter(pk=input_file.pk).exists():
             raise not_found("file", input_file.id, "input_file_id")
         check_queue_limits(result.total)
+        quotas.check_queue_quota(owner, result.total)  # in the lock: two submits cannot both pass
         batch = Batch.objects.create(status=BatchStatus.IN_PROGRESS, in_progress_at=now, total=result.total, **fields)
         Chunk.objects.bulk_create(
             [
@@ -204,6 +208,7 @@ def create_batch_from_upload(owner: Any, upload: DjangoFile, req: BatchRequest) 
     """The one-call shortcut: upload and create. A refused batch leaves no file behind."""
     check_request(req)
     check_queue_limits(0)
+    quotas.check_queue_quota(owner, 0)
     input_file = file_service.store_upload(owner, upload, "batch")
     try:
         return _create(owner, input_file, req)

@@ -16,6 +16,7 @@ from jobs import storage
 from jobs.errors import Conflict, InvalidRequest, not_found
 from jobs.models import Batch, File, FilePurpose
 from jobs.models.ids import could_be_id, new_file_id
+from jobs.services.quotas import check_storage_quota
 from jobs.services.safe_json import shown
 
 UPLOAD_PURPOSES = {FilePurpose.BATCH.value}
@@ -111,6 +112,7 @@ def store_upload(owner: Any, upload: DjangoFile, purpose: str, expires_after: in
             code="invalid_purpose",
             param="purpose",
         )
+    check_storage_quota(owner, upload.size or 0)  # before anything is stored
     name = os.path.basename(upload.name or "input.jsonl")[:255] or "input.jsonl"
     return _store(owner, purpose, name, upload, expires_after)
 

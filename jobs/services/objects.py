@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from jobs.models import Batch, DeliveryStatus, WebhookDelivery
+from jobs.models import Batch, DeliveryStatus, Priority, WebhookDelivery
 from jobs.services import scheduling
 
 # OpenAI's Batch object field by field (timestamps as Unix seconds).
@@ -77,6 +77,7 @@ def batch_object(batch: Batch, plan: scheduling.QueuePlan | None = None) -> dict
             "webhook_url": batch.webhook_url or None,
             "webhook_status": webhook_status(batch),
             "retry_of": batch.retry_of,
+            "priority": Priority(batch.priority).label,
         }
     )
     return body

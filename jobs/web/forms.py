@@ -27,6 +27,7 @@ _PARAM_FIELDS = {
     "file": "file",
     "input_file_id": "file",
     "purpose": "file",
+    "priority": "priority",
 }
 
 
@@ -67,9 +68,15 @@ class SubmitForm(forms.Form):
         validators=[URLValidator(schemes=["http", "https"])],
         help_text="Optional: we POST the batch there when it ends.",
     )
+    priority = forms.ChoiceField(
+        label="Priority", required=False, help_text="Orders your own batches: higher first, then in submit order."
+    )
 
-    def __init__(self, *args: Any, models: list[RegisteredModel], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, models: list[RegisteredModel], high: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # high only for staff and jobs.high_priority (quotas.may_use_high_priority).
+        self._choices("priority", [("low", "Low"), ("normal", "Normal"), *([("high", "High")] if high else [])])
+        self.fields["priority"].initial = "normal"
         self.models = {entry.name: entry for entry in models}
         self._choices("model", [("", "Choose a model…"), *model_groups(models)])
         endpoints = [(url, endpoint_label(url)) for url in ENDPOINT_KINDS]

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from jobs.errors import BatchsiteError, NotFound
 from jobs.services import keys as key_service
-from jobs.services import webhook_secrets
+from jobs.services import quotas, webhook_secrets
 from jobs.web.forms import KeyForm
 
 
@@ -40,6 +40,7 @@ def keys_page(request: HttpRequest) -> HttpResponse:
         # Unlike an API key, the webhook secret is shown whenever asked: receivers
         # need it to verify, and it grants no access to the API.
         webhook_secret=webhook_secrets.get_or_create(request.user),
+        quota_rows=quotas.usage_rows(request.user),
     )
     response = render(request, "web/keys.html", context, status=status)
     if "secret" in context:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,7 @@ from django.shortcuts import redirect, render
 from jobs.errors import BatchsiteError
 from jobs.models import Batch, BatchStatus
 from jobs.services import batches as batch_service
+from jobs.services import quotas
 from jobs.services.registry import enabled_models
 from jobs.web.estimate import estimate_page
 from jobs.web.forms import SubmitForm
@@ -42,9 +44,14 @@ def _page(request: HttpRequest, form: SubmitForm, status: int = 200, **extra: An
         "max_upload_bytes": settings.BATCHSITE.max_upload_bytes,
         "max_requests": settings.BATCHSITE.max_requests_per_batch,
         "model_endpoints": form.model_endpoints(),
+        "quota_rows": quotas.usage_rows(request.user),
         **extra,
     }
     return render(request, "web/submit.html", context, status=status)
+
+
+def _high(request: HttpRequest) -> bool:
+    return quotas.may_use_high_priority(request.user)
 
 
 def _initial(request: HttpRequest, models: list[Any]) -> dict[str, Any]:
@@ -61,24 +68,27 @@ def _initial(request: HttpRequest, models: list[Any]) -> dict[str, Any]:
 def submit(request: HttpRequest) -> HttpResponse:
     models = enabled_models()
     if request.method != "POST":
-        return _page(request, SubmitForm(models=models, initial=_initial(request, models)))
+        return _page(request, SubmitForm(models=models, high=_high(request), initial=_initial(request, models)))
     # The body is read here rather than by CsrfViewMiddleware, so that a file
     # past the upload limit is shown on this page; CSRF is checked right after.
     refused = read_body(request)
     if refused is not None:
         message, status = refused
-        form = SubmitForm(models=models)
+        form = SubmitForm(models=models, high=_high(request))
         return _page(request, form, status=status, refusal=message)
     rejection = csrf_rejection(request)
     if rejection is not None:
         return rejection
-    form = SubmitForm(request.POST, request.FILES, models=models)
+    form = SubmitForm(request.POST, request.FILES, models=models, high=_high(request))
     if not form.is_valid():
         return _page(request, form, status=400)
     if request.POST.get("action") == "estimate":
         return estimate_page(request, form, _page)
     data, req = form.cleaned_data, form.batch_request()
     try:
+        # The form offers high only to those allowed; the service decides all the same.
+        priority = quotas.parse_priority(data["priority"] or None, request.user)
+        req = replace(req, priority=priority)
         if data["file"]:
             batch = batch_service.create_batch_from_upload(request.user, data["file"], req)
         else:  # confirmed after an estimate: the file it stored

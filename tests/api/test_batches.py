@@ -43,6 +43,7 @@ QUEUE_FIELDS = {
     "webhook_url",
     "webhook_status",
     "retry_of",
+    "priority",
 }
 
 

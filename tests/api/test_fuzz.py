@@ -143,7 +143,12 @@ def assert_renders(api: Any, batch_id: str) -> None:
 @fuzz_settings(150)
 @given(lines=st.lists(LINE, min_size=1, max_size=3), shortcut=st.booleans())
 def test_fuzzed_lines_give_a_batch_or_a_4xx_never_a_5xx(raw_client, models, limits, lines, shortcut):
-    limits(max_queued_batches=10**6, max_queued_requests=10**9)
+    limits(
+        max_queued_batches=10**6,
+        max_queued_requests=10**9,
+        user_max_queued_batches=10**6,
+        user_max_queued_requests=10**9,
+    )
     content = jsonl([chat_line(0), *lines])
     before = Batch.objects.count()
     f = io.BytesIO(content)
@@ -181,7 +186,12 @@ def input_file_id(upload: Any) -> str:
 @fuzz_settings(200)
 @given(metadata=METADATA)
 def test_fuzzed_metadata_is_stored_as_sent_or_refused_with_a_400(raw_client, models, limits, input_file_id, metadata):
-    limits(max_queued_batches=10**6, max_queued_requests=10**9)
+    limits(
+        max_queued_batches=10**6,
+        max_queued_requests=10**9,
+        user_max_queued_batches=10**6,
+        user_max_queued_requests=10**9,
+    )
     before = Batch.objects.count()
     body = json.dumps({"input_file_id": input_file_id, "endpoint": "/v1/chat/completions", "metadata": metadata})
     response = raw_client.post("/v1/batches", body, content_type="application/json")

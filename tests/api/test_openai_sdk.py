@@ -154,3 +154,24 @@ def test_request_ids_reach_the_sdk_and_a_final_refusal_is_sent_once(sdk, live_se
         client.chat.completions.create(model=CHAT_MODEL, messages=[{"role": "user", "content": "hi"}])
     assert online.value.code == "unknown_url" and "/v1/batches" in online.value.message
     assert online.value.request_id and online.value.request_id != info.value.request_id
+
+
+def test_priority_and_quota_refusals_through_the_sdk(sdk, django_user_model, tmp_path):
+    from django.contrib.auth.models import Permission
+
+    from jobs.models import Quota
+
+    file = sdk.files.create(file=write(tmp_path, [chat_line(1)]).open("rb"), purpose="batch")
+    create = dict(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.batches.create(**create, extra_body={"priority": "high"})
+    assert refused.value.code == "priority_not_allowed" and refused.value.param == "priority"
+    user = django_user_model.objects.get(username="sdk-user")
+    user.user_permissions.add(Permission.objects.get(codename="high_priority"))
+    batch = sdk.batches.create(**create, extra_body={"priority": "high"})
+    assert batch.model_extra is not None and batch.model_extra["priority"] == "high"
+    Quota.objects.create(user=user, max_queued_batches=1)
+    with pytest.raises(openai.RateLimitError) as full:
+        sdk.batches.create(**create)
+    assert full.value.code == "user_queue_full"
+    assert "You have 1 batches queued or running; your limit is 1." in full.value.message

@@ -83,6 +83,7 @@ def test_the_batch_object_is_described_field_by_field_with_the_extensions_marked
         "webhook_url",
         "webhook_status",
         "retry_of",
+        "priority",
     }
     assert set(properties(openapi, "BatchList")) == set(client.get("/v1/batches").json())
 

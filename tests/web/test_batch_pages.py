@@ -183,7 +183,7 @@ def test_hostile_batch_ids_are_refused_or_simply_not_found(web, batch_id, status
 
 
 def test_the_list_pages_and_filters_by_status(web, models, limits):
-    limits(max_queued_batches=100)
+    limits(max_queued_batches=100, user_max_queued_batches=100)
     made = [make_batch(web, 1) for _ in range(27)]
     web.post(f"/batches/{made[0].id}/cancel")
     first = web.get("/batches").content.decode()
