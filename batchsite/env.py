@@ -137,10 +137,11 @@ class Limits:
     max_validation_errors: int
     completion_windows: tuple[str, ...]
     # Per-user quotas (overridable per user and per group in the admin: jobs.Quota).
-    # The defaults leave room for others: a user at their quota holds at most half
-    # of each global queue limit.
-    user_max_queued_batches: int = 5
-    user_max_queued_requests: int = 250_000
+    # The defaults leave room for others: a user at their quota holds at most four
+    # fifths of each global queue limit (8 of the 10 batches: the seed's scenario of
+    # one user's 8 batches still fits, and 2 slots stay for everyone else).
+    user_max_queued_batches: int = 8
+    user_max_queued_requests: int = 400_000
     user_max_stored_bytes: int = 5 * 200 * 1024 * 1024
     # POST /v1/batches/estimate counts tokens for at most this long, then scales what it counted.
     estimate_seconds: float = 60.0
@@ -173,10 +174,10 @@ def read_limits(reader: Reader) -> Limits:
         max_validation_errors=reader.integer("BATCHSITE_MAX_VALIDATION_ERRORS", 100, minimum=1),
         completion_windows=tuple(windows),
         user_max_queued_batches=reader.integer(
-            "BATCHSITE_USER_MAX_QUEUED_BATCHES", max(1, queued_batches // 2), minimum=0
+            "BATCHSITE_USER_MAX_QUEUED_BATCHES", max(1, queued_batches * 4 // 5), minimum=0
         ),
         user_max_queued_requests=reader.integer(
-            "BATCHSITE_USER_MAX_QUEUED_REQUESTS", max(1, queued_requests // 2), minimum=0
+            "BATCHSITE_USER_MAX_QUEUED_REQUESTS", max(1, queued_requests * 4 // 5), minimum=0
         ),
         user_max_stored_bytes=reader.integer("BATCHSITE_USER_MAX_STORED_BYTES", 5 * upload_bytes, minimum=0),
         estimate_seconds=reader.number("BATCHSITE_ESTIMATE_SECONDS", 60.0, minimum=1.0),

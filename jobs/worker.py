@@ -289,7 +289,8 @@ class GpuWorker:
         # The engine's window (the vLLM engine's: twice its scheduler's sequences) is how far
         # the feeder reads ahead to group lines by prompt prefix.
         window = int(getattr(self.engine, "window", 1) or 1)
-        feeder = self.feeder = Feeder(self, chunk, spec.name, claimed=self.claimed_at, window=window)
+        at_once = int(getattr(self.engine, "runs_at_once", window) or window)
+        feeder = self.feeder = Feeder(self, chunk, spec.name, self.claimed_at, window, at_once)
         try:
             self.pump(feeder, spec)
             self.settle(feeder)

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Protocol
 from django.conf import settings
 from django.db.utils import InterfaceError, OperationalError
 
-from jobs.engine.base import EngineRequest, EngineResult
+from jobs.engine.base import NOT_YET, EngineRequest, EngineResult
 from jobs.engine.prefix_order import grouped
 from jobs.models import Chunk, File
 from jobs.services import claims, jsonl, parts, queue, results
@@ -33,6 +33,7 @@ class FeedOwner(Protocol):
     id: str
     stopping: threading.Event
     progress_every: float
+    poll: float
     feeding: bool
     last_progress: float
 
@@ -130,7 +131,13 @@ def read_requests(run: ChunkRun, source: BinaryIO, model: str) -> Iterator[Engin
 
 class Feeder:
     def __init__(
-        self, worker: FeedOwner, first: Chunk, model: str, claimed: float | None = None, window: int = 1
+        self,
+        worker: FeedOwner,
+        first: Chunk,
+        model: str,
+        claimed: float | None = None,
+        window: int = 1,
+        runs_at_once: int | None = None,
     ) -> None:
         self.worker = worker
         self.window = window  # lines read ahead and grouped by prompt prefix (jobs/engine/prefix_order.py)
@@ -146,6 +153,12 @@ class Feeder:
         self._lines: Iterator[EngineRequest] | None = None
         self._source: Any = None
         self._last_report = time.monotonic()
+        # Claims ahead stop while the engine has as many lines in flight as it runs at once
+        # (vLLM: max_num_seqs, half its window). Lines past that would only wait in the
+        # engine's own queue, where a chunk claimed next (another user's, under fair share)
+        # would wait behind them; claimed a moment later, they run no later.
+        self.ahead_limit = max(1, runs_at_once or window)
+        self._poll_at = 0.0  # while the last lines drain: when to look for new work again
 
     def __iter__(self) -> Feeder:
         return self
@@ -154,11 +167,19 @@ class Feeder:
         # While here the engine waits on us (reading input, claiming the next
         # chunk), not the other way round: the worker's hang watch must not count it.
         self.worker.feeding = True
+        began = time.monotonic()
+        request = None
         try:
-            return self._next()
+            request = self._next()
+            return request
         finally:
             self.worker.feeding = False
-            self.worker.last_progress = time.monotonic()
+            if request is NOT_YET:
+                # The engine only asked, and has lines in flight: no progress of its own
+                # (a hung line must still trip the watch); our time here is not its stall.
+                self.worker.last_progress += time.monotonic() - began
+            else:
+                self.worker.last_progress = time.monotonic()
 
     def _next(self) -> EngineRequest:
         while True:
@@ -166,7 +187,14 @@ class Feeder:
                 self._close_source()
                 raise StopIteration
             if self._current is None:
+                if self._next_chunk is None and self.in_flight and self._hold_back():
+                    return NOT_YET
                 if not self._open_next():
+                    if self.in_flight:
+                        # Nothing to claim while lines still run: look again in a poll's time
+                        # (work that arrives meanwhile joins the running engine, no drain).
+                        self._poll_at = time.monotonic() + self.worker.poll
+                        return NOT_YET
                     self.finished = True
                     raise StopIteration
                 continue  # opened, or dropped (its input unreadable): look again
@@ -197,6 +225,10 @@ class Feeder:
                 self._claimed = None
             self.in_flight[(run.chunk.pk, request.tag[1])] = request
             return request
+
+    def _hold_back(self) -> bool:
+        """Not yet time to claim: the engine has enough to run, or the last look found nothing."""
+        return len(self.in_flight) >= self.ahead_limit or time.monotonic() < self._poll_at
 
     def _open_next(self) -> bool:
         chunk = self._next_chunk

@@ -48,9 +48,10 @@ def test_a_small_batch_of_another_user_runs_next_while_a_big_one_is_running(
         name=SMOL_NAME,
         source=str(smollm2_dir),
         endpoints=["chat", "completions"],
-        # A window (2 x max_num_seqs lines) under one chunk: the worker claims alice's chunks one at a
-        # time as the engine has room, not all twelve at once, so there is a next claim to give bob.
-        engine_options={**SMOL_OPTIONS, "max_num_seqs": 16},
+        # The engine's own window (2 x max_num_seqs = 512 lines, past all of alice's 600 but one
+        # chunk): the feeder claims ahead only while fewer lines than the engine runs at once are
+        # in flight, so alice's chunks are not all claimed at the start and bob's claim comes next.
+        engine_options=SMOL_OPTIONS,
     )
     limits(chunk_size=CHUNK)  # the chunks are cut when the batch is created, here
     alices = submit(client, upload, 600)

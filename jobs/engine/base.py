@@ -34,6 +34,15 @@ class EngineRequest:
     tag: Any = None
 
 
+# A request source may yield NOT_YET: it has no request now but may have one
+# later (the worker's feeder, holding back its next claim while the engine has
+# enough to run, or polling for new work while the last lines drain). The
+# engine stops filling its window until its next result and asks again then.
+# A source yields it only while requests are in flight, so the engine always
+# has a result coming to wait on. Compared by identity.
+NOT_YET = EngineRequest("", "", {}, tag="not-yet")
+
+
 @dataclass(frozen=True)
 class EngineResult:
     custom_id: str
@@ -85,7 +94,8 @@ class Engine(Protocol):
         """Reuse the loaded engine for the same spec; otherwise unload it (``unload(next=spec)``), then load."""
 
     def run(self, requests: Iterable[EngineRequest]) -> Iterator[EngineResult]:
-        """Consume ``requests`` lazily, keeping a bounded window in flight, and
+        """Consume ``requests`` lazily, keeping a bounded window in flight (a
+        NOT_YET from the source ends this round of filling, not the source), and
         yield exactly one result per request taken: when it finishes, or, if it
         was aborted, one with ``aborted=True``. Raises EngineDeadError."""
 

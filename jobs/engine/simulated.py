@@ -31,7 +31,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from jobs.engine.base import EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
+from jobs.engine.base import NOT_YET, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
 from jobs.engine.errors import openai_error
 
 
@@ -54,6 +54,7 @@ class SimulatedEngine:
         self._flaky: Counter[str] = Counter()
         self.default_sleep = float(os.environ.get("SIM_SLEEP_SECONDS", "0"))
         self.window = max(1, int(os.environ.get("SIM_WINDOW", "1")))
+        self.runs_at_once = self.window  # no queue of its own: every line in its window runs
         self.unloadable = {n.strip() for n in os.environ.get("SIM_UNLOADABLE", "").split(",") if n.strip()}
         self.abort_log = os.environ.get("SIM_ABORT_LOG", "")
         self.loads = 0
@@ -107,12 +108,16 @@ class SimulatedEngine:
             if self._dead is not None:
                 self._model = None
                 raise EngineDeadError(f"simulated engine marked dead: {self._dead}")
+            not_yet = False
             while not exhausted and len(flights) < self.window and not self._abort_all.is_set():
                 try:
                     request = next(source)
                 except StopIteration:
                     exhausted = True
                     break
+                if request is NOT_YET:
+                    not_yet = True
+                    break  # nothing now: ask again after the next results
                 if request.body.get("sim_crash"):
                     self._model = None
                     raise EngineDeadError("simulated engine death")
@@ -120,7 +125,8 @@ class SimulatedEngine:
             for flight in self._take_aborted(flights):
                 yield EngineResult.aborted_for(flight.request)
             if not flights:
-                if exhausted or self._abort_all.is_set():
+                # The source's end, or a NOT_YET with nothing in flight (nothing to wait on).
+                if exhausted or not_yet or self._abort_all.is_set():
                     return
                 continue
             now = time.monotonic()

@@ -43,7 +43,7 @@ from typing import Any
 
 from . import lifeline, loading, priming, swap
 from . import options as engine_options
-from .base import EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
+from .base import NOT_YET, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
 from .serving import ABORTED, DEAD, LoadedServing, open_serving
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,14 @@ class VllmEngine:
             return self._window_override
         assert self._serving is not None
         return max(2 * self._serving.max_num_seqs, 32)
+
+    @property
+    def runs_at_once(self) -> int:
+        """Lines the scheduler runs at once; the rest of the window waits in its queue."""
+        if self._window_override:
+            return max(1, self._window_override // 2)
+        assert self._serving is not None
+        return max(self._serving.max_num_seqs, 1)
 
     def is_alive(self) -> bool:
         serving = self._serving
@@ -300,9 +308,13 @@ class VllmEngine:
                 batch: list[EngineRequest] = []
                 while not exhausted and in_flight + len(batch) < window and not self._abort.is_set():
                     try:
-                        batch.append(next(source))
+                        request = next(source)
                     except StopIteration:
                         exhausted = True
+                        break
+                    if request is NOT_YET:
+                        break  # nothing now: ask again after the next results
+                    batch.append(request)
                 if batch:
                     self._submit(loop, serving, batch, results)
                     in_flight += len(batch)
@@ -312,6 +324,9 @@ class VllmEngine:
                     prime.filled = True
                     prime = None
                 if in_flight == 0:
+                    # The source's end; or a NOT_YET with nothing in flight, which would
+                    # leave nothing to wait on: the run ends as at the end (nothing is lost,
+                    # NOT_YET comes before a claim, not after).
                     return
                 if not ready:
                     self._take_results(results, serving, ready)

@@ -78,7 +78,7 @@ def estimate(owner: Any, input_file_id: str, endpoint: str | None, model: str | 
 
     spr = Estimator.from_database().seconds_per_request(name, None)
     chunks = max(1, math.ceil(requests / settings.BATCHSITE.chunk_size))
-    plan = what_if(name, requests, chunks)
+    plan = what_if(name, requests, chunks, owner=owner.pk)
     return {
         "object": "batch.estimate",
         "input_file_id": input_file.id,

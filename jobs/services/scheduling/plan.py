@@ -151,11 +151,12 @@ def _fair_share(queue: state.QueueState, batches: list[SimBatch]) -> FairShare |
     return FairShare(used, weights, settings.BATCHSITE_SCHEDULER.fair_switch_seconds)
 
 
-def what_if(model: str, requests: int, chunks: int) -> BatchPlan:
-    """The plan a batch of ``requests`` lines for ``model`` would get if it were submitted now
-    (``POST /v1/batches/estimate``): the same simulation as the queue plan's, with it last in."""
+def what_if(model: str, requests: int, chunks: int, owner: int | None = None, priority: int = 0) -> BatchPlan:
+    """The plan a batch of ``requests`` lines for ``model`` would get if ``owner`` submitted it
+    now (``POST /v1/batches/estimate``): the same simulation as the queue plan's, with it last
+    in; under fair share it counts as the owner's, beside their other work."""
     queue = state.read(db_now())
-    extra = SimBatch(WHAT_IF_ID, model, queue.now, False, None, chunks, requests)
+    extra = SimBatch(WHAT_IF_ID, model, queue.now, False, None, chunks, requests, owner=owner, priority=priority)
     outcome, alive = _simulate(queue, [extra])
     starts = outcome.starts.get(WHAT_IF_ID)
     running = {c.batch_id for c in queue.running}

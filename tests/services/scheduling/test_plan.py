@@ -255,3 +255,26 @@ def test_a_worker_loading_a_model_finishes_the_load_before_its_chunk(client, mod
     assert entry.position == 0
     # 20 s of the 30 s load left, then 50 requests at 10/s.
     assert (entry.finishes_at - timezone.now()).total_seconds() == pytest.approx(25, abs=2)
+
+
+@pytest.mark.parametrize("fair_share", [True, False])
+def test_an_estimate_is_planned_as_the_asking_users_batch_under_fair_share(
+    client, other_client, models, upload, limits, scheduler, fair_share, django_user_model
+):
+    # Alice has three batches of 4 chunks waiting; bob asks what a batch of his would get.
+    # Under fair share, alice's first chunk goes first (neither has had worker time; a tie
+    # goes to the oldest wait) and bob's would-be batch takes the next claim: position 2.
+    # With fair share off it is last in line, behind all of alice's: position 4.
+    scheduler(policy="fifo", fair_share=fair_share)
+    limits(chunk_size=10)
+    live_worker(loaded=CHAT_MODEL)
+    measured(CHAT_MODEL, rps=10.0, load=5.0)
+    for _ in range(3):
+        create(client, upload, n=40)
+    bob = django_user_model.objects.get(username="bob")
+    what = plan_module.what_if(CHAT_MODEL, 10, 1, owner=bob.pk)
+    assert what.position == (2 if fair_share else 4)
+    assert what.finishes_at is not None
+    # Asked as alice, the same batch is hers: behind her own three either way.
+    alice = Batch.objects.first().owner
+    assert plan_module.what_if(CHAT_MODEL, 10, 1, owner=alice.pk).position == 4
