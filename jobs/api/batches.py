@@ -21,7 +21,7 @@ from jobs.api.serializers import MetadataField
 from jobs.models import Batch
 from jobs.services import batches as batch_service
 from jobs.services import files as file_service
-from jobs.services import partial, quotas, scheduling
+from jobs.services import partial, quotas, scheduling, skipped
 from jobs.services import retry as retry_service
 from jobs.services.batches import BatchRequest
 from jobs.services.expiry import expire_overdue
@@ -99,6 +99,7 @@ class BatchListApi(APIView):
             ),
             # Read as sent (a serializer field would coerce 1 to "1"): the service checks it.
             priority=quotas.parse_priority(_raw(request, "priority"), request.user),
+            invalid_lines=skipped.parse_mode(_raw(request, "invalid_lines")),
         )
         if "file" in data:
             batch = batch_service.create_batch_from_upload(request.user, data["file"], req)

@@ -345,6 +345,13 @@ _PRIORITY = {
     "default": "normal",
     "description": f"Orders your own batches; high is for staff and jobs.high_priority. ({EXTENSION})",
 }
+_INVALID_LINES = {
+    "type": "string",
+    "enum": ["fail", "skip"],
+    "default": "fail",
+    "description": "fail: a bad line fails the batch (OpenAI's behaviour); skip: bad lines go to the error file, "
+    f"counted in request_counts.failed, and the rest run. ({EXTENSION})",
+}
 BATCH_CREATE = {
     "application/json": {
         "type": "object",
@@ -366,6 +373,7 @@ BATCH_CREATE = {
             },
             "webhook_url": {"type": "string", "format": "uri", "description": f"POSTed to at the end. ({EXTENSION})"},
             "priority": _PRIORITY,
+            "invalid_lines": _INVALID_LINES,
         },
         "required": ["input_file_id", "endpoint", "completion_window"],
     },
@@ -380,6 +388,7 @@ BATCH_CREATE = {
             "completion_window": _WINDOW,
             "webhook_url": {"type": "string", "format": "uri"},
             "priority": _PRIORITY,
+            "invalid_lines": _INVALID_LINES,
         },
         "required": ["file", "model"],
     },

@@ -18,7 +18,7 @@ from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, 
 from jobs.models.clock import Now
 from jobs.models.ids import could_be_id
 from jobs.services import files as file_service
-from jobs.services import lifecycle, quotas, validation_child
+from jobs.services import lifecycle, parts, quotas, skipped, validation_child
 from jobs.services.expiry import expire_overdue
 from jobs.services.results import finalize
 from jobs.services.safe_json import has_lone_surrogate, shown
@@ -40,6 +40,7 @@ class BatchRequest:
     output_expires_after: int | None = None
     retry_of: str | None = None  # the batch this one retries (services/retry.py)
     priority: Priority = Priority.NORMAL  # from quotas.parse_priority, which authorizes high
+    invalid_lines: str = "fail"  # "skip": bad lines go to the error file, the rest run (skipped.py)
 
 
 def check_metadata(metadata: Any) -> dict[str, str] | None:
@@ -173,7 +174,8 @@ def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
         model=result.model or req.model or "",
         expires_at=now + timedelta(seconds=parse_window(req.completion_window)),
     )
-    if not result.ok:
+    skip = req.invalid_lines == "skip" and result.skippable
+    if not result.ok and not skip:
         # OpenAI's behaviour: the batch exists, failed, with the line errors.
         return lifecycle.create_failed(errors=result.errors_object(settings.BATCHSITE.max_validation_errors), **fields)
     with transaction.atomic():
@@ -187,7 +189,7 @@ def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
         check_queue_limits(result.total)
         quotas.check_queue_quota(owner, result.total)  # in the lock: two submits cannot both pass
         batch = Batch.objects.create(status=BatchStatus.IN_PROGRESS, in_progress_at=now, total=result.total, **fields)
-        Chunk.objects.bulk_create(
+        chunks = Chunk.objects.bulk_create(
             [
                 Chunk(
                     batch=batch,
@@ -201,6 +203,17 @@ def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
             ],
             batch_size=500,
         )
+        if result.bad:
+            try:
+                batch.failed = skipped.settle(batch, chunks, result.bad)
+            except BaseException:
+                parts.delete_batch(batch.id)  # the transaction rolls back: no part may outlive it
+                raise
+            Batch.objects.filter(pk=batch.pk).update(failed=batch.failed)
+    if result.bad and not Chunk.objects.filter(batch=batch).exclude(status=ChunkStatus.DONE).exists():
+        # Every line was bad: nothing to run, so it ends now (completed, every line failed),
+        # as a batch whose lines all failed in the engine does.
+        return finalize(batch.id, None) or Batch.objects.get(pk=batch.pk)
     return batch
 
 

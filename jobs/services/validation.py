@@ -80,6 +80,10 @@ class ValidationResult:
     chunks: list[ChunkSpan] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     error_count: int = 0
+    # Every bad line, not only the listed ones (``invalid_lines: "skip"`` settles each one):
+    # [position among the request lines (0-based), line number, code, message, custom_id or None].
+    bad: list[list[Any]] = field(default_factory=list)
+    file_errors: int = 0  # errors of the whole file (no line): these refuse it whatever the mode
 
     @property
     def ok(self) -> bool:
@@ -93,6 +97,8 @@ class ValidationResult:
             "chunks": [astuple(span) for span in self.chunks],
             "errors": self.errors,
             "error_count": self.error_count,
+            "bad": self.bad,
+            "file_errors": self.file_errors,
         }
 
     @classmethod
@@ -104,7 +110,14 @@ class ValidationResult:
             chunks=[ChunkSpan(*span) for span in data["chunks"]],
             errors=list(data["errors"]),
             error_count=int(data["error_count"]),
+            bad=list(data["bad"]),
+            file_errors=int(data["file_errors"]),
         )
+
+    @property
+    def skippable(self) -> bool:
+        """Only lines are bad, so ``invalid_lines: "skip"`` can run the rest."""
+        return self.file_errors == 0 and self.total > 0
 
     def errors_object(self, limit: int) -> dict[str, Any]:
         """OpenAI's ``errors`` list, capped, with a last entry counting the rest."""
@@ -147,9 +160,15 @@ class _Validator:
         self.size = 0  # bytes read so far: the file's size once the pass ends
         self.span_start: tuple[int, int] | None = None  # (first line, start byte)
         self.span_count = 0
+        self.line_error: tuple[str, str] | None = None  # the line being checked: its first error
+        self.line_custom_id: str | None = None  # and its custom_id, where one can be read
 
     def error(self, line: int | None, code: str, message: str, param: str | None = None) -> None:
         self.result.error_count += 1
+        if line is None:
+            self.result.file_errors += 1
+        elif self.line_error is None:
+            self.line_error = (code, message)  # a line's first error is the one its error line gives
         if len(self.result.errors) < self.limits.max_validation_errors:
             self.result.errors.append({"code": code, "message": message, "param": param, "line": line})
 
@@ -167,7 +186,11 @@ class _Validator:
             if self.span_count == self.limits.chunk_size:
                 self.close_span(end)
             if data is None or not self.looks_right(number, data):
+                self.line_error, self.line_custom_id = None, None
                 self.check_line(number, data)
+                if self.line_error is not None:
+                    code, message = self.line_error
+                    self.result.bad.append([self.result.total - 1, number, code, message, self.line_custom_id])
         if self.span_start is not None:
             self.close_span(self.size)
         if self.result.total == 0:
@@ -251,6 +274,8 @@ class _Validator:
         if not isinstance(custom_id, str) or not custom_id:
             self.error(n, "invalid_custom_id", f"Line {n}: custom_id must be a non-empty string.", "custom_id")
             return
+        # parse_line let no lone surrogate through: the id can go in the error file as it is.
+        self.line_custom_id = custom_id
         first = self.seen.setdefault(hash(custom_id), n)
         if first != n:
             self.error(

@@ -72,6 +72,12 @@ class SubmitForm(forms.Form):
         label="Priority", required=False, help_text="Orders your own batches: higher first, then in submit order."
     )
 
+    skip_invalid = forms.BooleanField(
+        label="Run the valid lines",
+        required=False,
+        help_text="Bad lines go to the error file (counted as failed) instead of failing the whole batch.",
+    )
+
     def __init__(self, *args: Any, models: list[RegisteredModel], high: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # high only for staff and jobs.high_priority (quotas.may_use_high_priority).
@@ -136,6 +142,7 @@ class SubmitForm(forms.Form):
             metadata=data["metadata"],
             model=data["model"],
             webhook_url=data["webhook_url"] or "",
+            invalid_lines="skip" if data.get("skip_invalid") else "fail",
         )
 
     def add_service_error(self, exc: BatchsiteError) -> int:

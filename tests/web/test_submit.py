@@ -109,6 +109,19 @@ def test_bad_lines_are_named_on_the_form_which_keeps_the_users_choices(web, mode
     assert batch.status == BatchStatus.FAILED and batch.id in page
 
 
+def test_run_the_valid_lines_queues_them_and_counts_the_bad_ones_as_failed(web, models):
+    lines: list[Any] = [chat_line(i) for i in range(4)]
+    lines[2] = b"{not json"
+    page = web.get("/submit").content.decode()
+    assert 'name="skip_invalid"' in page and "Run the valid lines" in page
+    response = submit(web, jsonl(lines), skip_invalid="on")
+    assert response.status_code == 302
+    batch = only_batch()
+    assert batch.status == BatchStatus.IN_PROGRESS and (batch.total, batch.failed) == (4, 1)
+    # Unticked, the same file fails as OpenAI fails it.
+    assert submit(web, jsonl(lines)).status_code == 400
+
+
 def test_many_bad_lines_show_the_first_ones_and_the_total(web, models, limits):
     limits(max_validation_errors=30)
     response = submit(web, jsonl([b"nope"] * 45))
