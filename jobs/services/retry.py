@@ -20,9 +20,10 @@ from typing import Any
 from django.conf import settings
 
 from jobs.errors import BatchsiteError, Conflict, InvalidRequest
-from jobs.models import Batch, BatchStatus, File, FilePurpose
+from jobs.models import Batch, BatchStatus, File, FilePurpose, Priority
 from jobs.services import batches as batch_service
 from jobs.services import files as file_service
+from jobs.services import quotas
 from jobs.services.jsonl import iter_lines
 
 # Which error-file lines to retry: every one, or those of one kind. "failed" are
@@ -136,6 +137,10 @@ def retry_batch(owner: Any, batch_id: str, which: str = "all") -> Batch:
         webhook_url=batch.webhook_url,
         output_expires_after=batch.output_expires_after,
         retry_of=batch.id,
+        # The retry keeps its batch's place among the owner's own, unless high is no longer theirs.
+        priority=Priority(batch.priority)
+        if batch.priority != Priority.HIGH or quotas.may_use_high_priority(owner)
+        else Priority.NORMAL,
     )
     try:
         return batch_service.create_batch(owner, new_input.id, request)

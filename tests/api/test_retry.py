@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from jobs.engine.simulated import SimulatedEngine
 from jobs.models import Batch, BatchStatus, File, FilePurpose
@@ -208,3 +209,17 @@ def test_a_retry_refused_by_the_queue_leaves_no_file(client, models, upload, lim
     response = retry(client, original["id"])
     assert response.status_code == 429
     assert Batch.objects.count() == 2 and sorted(stored_files(settings)) == files_before
+
+
+def test_a_retry_keeps_its_batchs_priority_unless_high_is_no_longer_the_owners(client, models, upload):
+    low = create(client, upload, failing(2, {0}), priority="low")
+    drain()
+    assert retry(client, low["id"]).json()["priority"] == "low"
+    owner = get_user_model().objects.get(pk=Batch.objects.get(pk=low["id"]).owner_id)
+    owner.is_staff = True
+    owner.save()
+    high = create(client, upload, failing(2, {1}), priority="high")
+    drain()
+    owner.is_staff = False
+    owner.save()
+    assert retry(client, high["id"]).json()["priority"] == "normal"
