@@ -1,0 +1,70 @@
+"""The web server as ``bin/start`` and docs/OPERATING.md run it: waitress in front of Django.
+
+Why waitress and not gunicorn's threads: a gunicorn thread is taken by a connection from
+its first byte, so a few clients that send headers or a body slowly (8 slowloris
+connections, 24 uploads at a byte a second) hold every thread and the API stalls.
+Waitress reads each request whole on its event loop first (headers, then the body,
+spooled to a temp file past ``inbuf_overflow``) and only then hands it to a thread, so
+slow clients cost a socket and a buffer, not a thread. It also closes a connection idle
+for ``channel_timeout`` seconds and caps open connections at ``connection_limit``.
+
+Bodies: they spool to the data volume's tmp folder (as jobs/chunked.py's spools do), not
+to RAM; waitress de-chunks chunked bodies and gives Django their length. Its own body cap
+sits above BATCHSITE_MAX_UPLOAD_BYTES plus multipart framing, so an oversized upload is
+refused by Django (jobs/uploads.py, a 413 in OpenAI's shape) wherever it can be.
+Responses stream: waitress sends the app's iterator as it comes, blocking the thread
+past ``outbuf_high_watermark`` until the client drains it.
+
+Usage: ``python -m batchsite.serve [--bind HOST:PORT] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+from waitress import serve
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
+
+from django.conf import settings  # noqa: E402 - needs the settings module named first
+
+from batchsite.wsgi import application  # noqa: E402
+from jobs.chunked import MULTIPART_SLACK  # noqa: E402
+
+# Far more than any honest client keeps open, far below the file-descriptor limit;
+# a slow client holds one of these, not a thread.
+CONNECTION_LIMIT = 1000
+# A connection that sends nothing for this long is closed (headers, body or keep-alive).
+CHANNEL_TIMEOUT = 60
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on")
+    parser.add_argument("--threads", type=int, default=8, help="threads that run Django")
+    parser.add_argument("--connection-limit", type=int, default=CONNECTION_LIMIT)
+    parser.add_argument("--channel-timeout", type=int, default=CHANNEL_TIMEOUT)
+    args = parser.parse_args(argv)
+    # Waitress spools large bodies with tempfile: keep them on the data volume, not /tmp.
+    tempfile.tempdir = str(settings.UPLOAD_TMP_DIR)
+    serve(
+        application,
+        listen=args.bind,
+        threads=args.threads,
+        connection_limit=args.connection_limit,
+        channel_timeout=args.channel_timeout,
+        # select() cannot watch a socket numbered past 1024; poll() can.
+        asyncore_use_poll=True,
+        max_request_body_size=settings.BATCHSITE.max_upload_bytes + MULTIPART_SLACK,
+        # Waitress strips X-Forwarded-* and Forwarded by default when it trusts no proxy;
+        # they are Django's to judge (only from BATCHSITE_TRUSTED_PROXIES: jobs/web/client_ip.py),
+        # so they pass through and REMOTE_ADDR stays the peer's address.
+        clear_untrusted_proxy_headers=False,
+        ident="batchsite",
+    )
+
+
+if __name__ == "__main__":
+    main()
