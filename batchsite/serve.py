@@ -21,16 +21,20 @@ Usage: ``python -m batchsite.serve [--bind HOST:PORT] [--threads N]``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
+from typing import Any
 
 from waitress import serve
+from waitress.utilities import Error
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
 
 from django.conf import settings  # noqa: E402 - needs the settings module named first
 
 from batchsite.wsgi import application  # noqa: E402
+from jobs.api.errors import error_body  # noqa: E402
 from jobs.chunked import MULTIPART_SLACK  # noqa: E402
 
 # Far more than any honest client keeps open, far below the file-descriptor limit;
@@ -40,30 +44,46 @@ CONNECTION_LIMIT = 1000
 CHANNEL_TIMEOUT = 60
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _openai_refusal(self: Error, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Waitress's own refusals (a body past its cap, a malformed request line or header) in
+    OpenAI's error shape, as Django's are: the SDKs show the message and do not retry."""
+    code = {413: "request_too_large", 431: "request_header_fields_too_large"}.get(self.code, "bad_request")
+    body = error_body(f"{self.reason}: {self.body}", self.code, code)
+    headers = [("Content-Type", "application/json"), ("x-should-retry", "false")]
+    return f"{self.code} {self.reason}", headers, json.dumps(body).encode()
+
+
+def options(argv: list[str] | None = None) -> dict[str, Any]:
+    """waitress.serve's keyword arguments for this command line."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on")
     parser.add_argument("--threads", type=int, default=8, help="threads that run Django")
     parser.add_argument("--connection-limit", type=int, default=CONNECTION_LIMIT)
     parser.add_argument("--channel-timeout", type=int, default=CHANNEL_TIMEOUT)
     args = parser.parse_args(argv)
-    # Waitress spools large bodies with tempfile: keep them on the data volume, not /tmp.
-    tempfile.tempdir = str(settings.UPLOAD_TMP_DIR)
-    serve(
-        application,
-        listen=args.bind,
-        threads=args.threads,
-        connection_limit=args.connection_limit,
-        channel_timeout=args.channel_timeout,
+    return {
+        "listen": args.bind,
+        "threads": args.threads,
+        "connection_limit": args.connection_limit,
+        "channel_timeout": args.channel_timeout,
         # select() cannot watch a socket numbered past 1024; poll() can.
-        asyncore_use_poll=True,
-        max_request_body_size=settings.BATCHSITE.max_upload_bytes + MULTIPART_SLACK,
+        "asyncore_use_poll": True,
+        # A body is spooled whole before Django sees it: cap it at the upload limit (plus
+        # multipart framing) so no client fills the disk; waitress refuses past it.
+        "max_request_body_size": settings.BATCHSITE.max_upload_bytes + MULTIPART_SLACK,
         # Waitress strips X-Forwarded-* and Forwarded by default when it trusts no proxy;
         # they are Django's to judge (only from BATCHSITE_TRUSTED_PROXIES: jobs/web/client_ip.py),
         # so they pass through and REMOTE_ADDR stays the peer's address.
-        clear_untrusted_proxy_headers=False,
-        ident="batchsite",
-    )
+        "clear_untrusted_proxy_headers": False,
+        "ident": "batchsite",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    # Waitress spools large bodies with tempfile: keep them on the data volume, not /tmp.
+    tempfile.tempdir = str(settings.UPLOAD_TMP_DIR)
+    Error.to_response = _openai_refusal  # type: ignore[method-assign]
+    serve(application, **options(argv))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 N slow-header connections (slowloris) send a request line, then one header line every
 ``--header-every`` seconds and never end their headers; M slow uploads send whole headers
-for a POST /v1/files with a 100 MB Content-Length, then one body byte a second. Meanwhile
+for a POST /v1/files with a 100 MB Content-Length (``--upload-bytes``), then one body byte a second. Meanwhile
 one client times GET /v1/models (with ``--key``; without one the 401 is answered by the same
 workers, so it measures the same thing) and reports p50/p99/max.
 
@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
-UPLOAD_BYTES = 100 * 1024 * 1024
+UPLOAD_BYTES = 100 * 1024 * 1024  # declared, under the default upload limit: never all sent
 
 
 @dataclass
@@ -64,7 +64,9 @@ class Result:
 class SlowClients:
     """Opens the slow connections, then keeps them trickling from one thread until stopped."""
 
-    def __init__(self, url: str, headers: int, uploads: int, header_every: float, key: str | None = None) -> None:
+    def __init__(
+        self, url: str, headers: int, uploads: int, header_every: float, key: str | None, upload_bytes: int
+    ) -> None:
         parts = urlsplit(url)
         self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.host = parts.netloc
@@ -77,7 +79,7 @@ class SlowClients:
         self.upload_head = (
             f"POST /v1/files HTTP/1.1\r\nHost: {self.host}\r\n{auth}"
             "Content-Type: multipart/form-data; boundary=slow\r\n"
-            f"Content-Length: {UPLOAD_BYTES}\r\n\r\n"
+            f"Content-Length: {upload_bytes}\r\n\r\n"
         ).encode()
         self.reopened = 0
         self.stopped = threading.Event()
@@ -163,8 +165,9 @@ def run(
     key: str | None = None,
     timeout: float = 15.0,
     header_every: float = 2.0,
+    upload_bytes: int = UPLOAD_BYTES,
 ) -> Result:
-    clients = SlowClients(url, headers, uploads, header_every, key)
+    clients = SlowClients(url, headers, uploads, header_every, key, upload_bytes)
     clients.start()
     try:
         time.sleep(min(2.0, header_every))  # let the server take them all in
@@ -183,9 +186,12 @@ def main() -> None:
     parser.add_argument("--key", help="an API key for the GETs and the uploads (else 401s, bodies unread)")
     parser.add_argument("--timeout", type=float, default=15.0, help="a GET slower than this counts as this")
     parser.add_argument("--header-every", type=float, default=2.0, help="seconds between header lines")
+    parser.add_argument("--upload-bytes", type=int, default=UPLOAD_BYTES, help="each upload's Content-Length")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
-    result = run(args.url, args.headers, args.uploads, args.seconds, args.key, args.timeout, args.header_every)
+    result = run(
+        args.url, args.headers, args.uploads, args.seconds, args.key, args.timeout, args.header_every, args.upload_bytes
+    )
     if args.json:
         figures = {**asdict(result), **result.figures()}
         del figures["latencies"]
