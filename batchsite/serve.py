@@ -82,7 +82,7 @@ def options(argv: list[str] | None = None) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     # Waitress spools large bodies with tempfile: keep them on the data volume, not /tmp.
     tempfile.tempdir = str(settings.UPLOAD_TMP_DIR)
-    Error.to_response = _openai_refusal  # type: ignore[method-assign]
+    Error.to_response = _openai_refusal
     serve(application, **options(argv))
 
 
