@@ -9,13 +9,16 @@ slow clients cost a socket and a buffer, not a thread. It also closes a connecti
 for ``channel_timeout`` seconds and caps open connections at ``connection_limit``.
 
 Bodies: they spool to the data volume's tmp folder (as jobs/chunked.py's spools do), not
-to RAM; waitress de-chunks chunked bodies and gives Django their length. Its own body cap
-sits above BATCHSITE_MAX_UPLOAD_BYTES plus multipart framing, so an oversized upload is
-refused by Django (jobs/uploads.py, a 413 in OpenAI's shape) wherever it can be.
+to RAM or /tmp; waitress de-chunks chunked bodies and gives Django their length. Its body
+cap is BATCHSITE_MAX_UPLOAD_BYTES plus multipart framing, so no client spools more than an
+upload may be; past it waitress refuses the request itself, and ``_openai_refusal`` makes
+that refusal (and its 400 and 431) OpenAI-shaped like Django's.
 Responses stream: waitress sends the app's iterator as it comes, blocking the thread
 past ``outbuf_high_watermark`` until the client drains it.
 
-Usage: ``python -m batchsite.serve [--bind HOST:PORT] [--threads N]``.
+Not gunicorn's gevent worker, which held the same load: it is a C extension, and under it
+SQLite's busy wait (the embedded default) blocks every greenlet of the process, including
+the one holding the lock. Usage: ``python -m batchsite.serve [--bind HOST:PORT] [--threads N]``.
 """
 
 from __future__ import annotations
