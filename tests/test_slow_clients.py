@@ -131,3 +131,19 @@ def test_a_body_past_the_upload_limit_is_refused_in_openais_shape_and_nothing_is
         assert refused.status_code == 413, refused.text
         assert refused.json()["error"]["code"], refused.text
         assert http.get("/v1/files").json()["data"] == before
+
+
+def test_an_upload_past_waitress_memory_buffer_is_spooled_and_streams_back_whole(server):
+    """3 MB: past waitress's 512 KiB in-memory buffer (spooled to the data volume's tmp), and a
+    download of it streamed back through the same server."""
+    content = jsonl([chat_line(i) for i in range(3 * 1024 * 1024 // len(jsonl([chat_line(0)])))])
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=120) as http:
+        uploaded = http.post(
+            "/v1/files",
+            content=multipart(content),
+            headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        )
+        assert uploaded.status_code == 200, uploaded.text
+        with http.stream("GET", f"/v1/files/{uploaded.json()['id']}/content") as download:
+            got = b"".join(download.iter_bytes())
+    assert len(content) > 3_000_000 and got == content
