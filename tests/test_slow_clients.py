@@ -4,7 +4,7 @@
 second must not hold the threads that answer everyone else: GET /v1/models keeps a p99 under
 1 s. (The old command, gunicorn with 2 processes x 4 threads, stalled at 8 such connections:
 docs/BENCHMARKS.md.) The same server still takes chunked uploads and refuses an oversized body
-in OpenAI's shape, with nothing kept.
+in OpenAI's shape, with nothing kept; a body past its memory buffer is spooled and streams back whole.
 """
 
 from __future__ import annotations
