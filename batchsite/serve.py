@@ -90,7 +90,7 @@ class CappedParser(HTTPRequestParser):
         # A chunked body is counted on the wire, framing and all: it gets twice its limit here,
         # and Django, given its true length, refuses it exactly.
         limit = 2 * limit if self.chunked else limit
-        if limit + 1 < self.adj.max_request_body_size:
+        if limit + 1 <= self.adj.max_request_body_size:
             self.adj = copy.copy(self.adj)  # this request's own: the server's is shared
             self.adj.max_request_body_size = limit + 1
             self.too_large = (code, message)
@@ -133,7 +133,7 @@ def options(argv: list[str] | None = None) -> dict[str, Any]:
         "asyncore_use_poll": True,
         # A body is spooled whole before Django sees it: no request past the upload limit (plus
         # multipart framing); CappedParser lowers it for what is not an upload.
-        "max_request_body_size": settings.BATCHSITE.max_upload_bytes + MULTIPART_SLACK,
+        "max_request_body_size": settings.BATCHSITE.max_upload_bytes + MULTIPART_SLACK + 1,
         # Waitress strips X-Forwarded-* and Forwarded by default when it trusts no proxy;
         # they are Django's to judge (only from BATCHSITE_TRUSTED_PROXIES: jobs/web/client_ip.py),
         # so they pass through and REMOTE_ADDR stays the peer's address.
