@@ -85,6 +85,8 @@ class CappedParser(HTTPRequestParser):
             # Both framings at once is how requests are smuggled (RFC 9112 6.3): waitress would
             # take the chunked one; refusing it, as gunicorn does, leaves no doubt.
             raise ParsingError("Transfer-Encoding and Content-Length are both set")
+        if not self.chunked and not self.content_length:
+            return  # no body (most requests): nothing to cap, no copy of the settings
         limit, code, message = body_limit(self.headers)
         # Waitress refuses a body of max_request_body_size bytes or more; Django, one past its limit.
         # A chunked body is counted on the wire, framing and all: it gets twice its limit here,
