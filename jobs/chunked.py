@@ -2,16 +2,17 @@
 
 Django reads exactly ``CONTENT_LENGTH`` bytes of a body (none when it is absent), so
 a chunked body, which has no length, arrives empty: the Node SDK's documented upload
-(``files.create({file: fs.createReadStream(path)})``) sends one. Gunicorn de-chunks the
-body on ``wsgi.input``; this WSGI wrapper reads it to its end into a spool (memory up
-to 1 MiB, then a temp file on the data volume), counting the bytes against the limit as
-they arrive, and hands Django the spool with its true length. Past the limit it stops
+(``files.create({file: fs.createReadStream(path)})``) sends one. Waitress (batchsite.serve)
+de-chunks it and sets the length itself, so this is for the servers that do not: gunicorn
+de-chunks the body on ``wsgi.input`` without one. This WSGI wrapper reads it to its end
+into a spool (memory up to 1 MiB, then a temp file on the data volume), counting the bytes
+against the limit as they arrive, and hands Django the spool with its true length. Past the limit it stops
 reading, drops what it spooled and marks the request refused; ``jobs.api.middleware``
 answers it (a 413, in OpenAI's shape under /v1), so nothing is stored.
 
 A chunked body's length, not a ``Content-Length`` sent beside it, is the truth
-(RFC 9112 section 6.3): a lying one is replaced. Gunicorn already refuses that pair;
-other servers may pass it through.
+(RFC 9112 section 6.3): a lying one is replaced. Gunicorn and batchsite.serve already
+refuse that pair; other servers may pass it through.
 
 Why not a library: Django has no setting for this, and the WSGI middlewares that do it
 (werkzeug's ``wsgi.input_terminated`` support) expect a werkzeug application.

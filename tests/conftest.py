@@ -17,7 +17,7 @@ from tests.live import MODELS_CACHE, LiveStack
 from tests.s3 import S3Server, use_test_credentials
 
 CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-# The session's gunicorn answers GET /metrics for this token.
+# The session's web server answers GET /metrics for this token.
 LIVE_METRICS_TOKEN = "live-metrics-token-for-tests-0123"
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -194,10 +194,9 @@ class LiveServer:
         self.storage = storage  # where its files are (its data dir, or its own prefix in the test bucket)
 
     @property
-    def worker_pids(self) -> list[int]:
-        import psutil
-
-        return [c.pid for c in psutil.Process(self.process.pid).children()]
+    def server_pid(self) -> int:
+        """The process that runs Django (waitress is one process; its children are validators)."""
+        return int(self.process.pid)
 
 
 @pytest.fixture(scope="session")
@@ -208,7 +207,8 @@ def live_server_process(
     storage_kind: str,
     request: pytest.FixtureRequest,
 ) -> Any:
-    """gunicorn serving the test database on loopback: a real server process, one per session."""
+    """batchsite.serve (waitress, as bin/start runs it) serving the test database on loopback:
+    a real server process, one per session."""
     import subprocess
     import sys
     import time
@@ -228,27 +228,14 @@ def live_server_process(
         "BATCHSITE_DATA_DIR": str(data_dir),
         "DJANGO_SETTINGS_MODULE": "batchsite.settings",
         "BATCHSITE_METRICS_TOKEN": LIVE_METRICS_TOKEN,
-        # As bin/start and docs/OPERATING.md run gunicorn: without it, whichever of its threads
+        # As bin/start and docs/OPERATING.md run the server: without it, whichever of its threads
         # first touches the object store keeps its own malloc arena, and RSS varies by thread.
         "MALLOC_ARENA_MAX": "2",
         **storage.env,
     }
     root = Path(__file__).resolve().parent.parent
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "batchsite.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--threads",
-            "4",
-            "--timeout",
-            "300",
-        ],
+        [sys.executable, "-m", "batchsite.serve", "--bind", f"127.0.0.1:{port}", "--threads", "4"],
         cwd=root,
         env=env,
     )
@@ -261,7 +248,7 @@ def live_server_process(
             break  # 401: it is up
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not start") from None
+                raise RuntimeError("batchsite.serve did not start") from None
             time.sleep(0.2)
     yield LiveServer(url, process, data_dir, storage)
     process.terminate()
@@ -319,7 +306,7 @@ def minilm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def live_stack(live_server_process: Any, smollm2_dir: Path, minilm_path: Path) -> Iterator[LiveStack]:
-    """The session's gunicorn plus one real run_gpu_worker (vLLM on the CPU): see tests/live.py."""
+    """The session's web server plus one real run_gpu_worker (vLLM on the CPU): see tests/live.py."""
     stack = LiveStack.start(live_server_process, ROOT)
     yield stack
     stack.stop()

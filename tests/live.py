@@ -1,4 +1,4 @@
-"""One real stack for the whole test session: gunicorn and a real GPU worker (vLLM on the CPU).
+"""One real stack for the whole test session: the web server (batchsite.serve) and a real GPU worker (vLLM on the CPU).
 
 Loading a model costs 25-50 s on this CPU, so tests that need a real engine
 behind the API (the browser, the CLI, metrics, the scheduler on real models)
@@ -120,7 +120,7 @@ class LiveStack:
         )
 
     def point_storage(self, settings: Any) -> None:
-        """Make this test process read and write the stack's files, as gunicorn and the worker do."""
+        """Make this test process read and write the stack's files, as the web server and the worker do."""
         settings.FILES_DIR = self.data_dir / "files"
         settings.UPLOAD_TMP_DIR = self.data_dir / "tmp"
         settings.FILE_UPLOAD_TEMP_DIR = str(settings.UPLOAD_TMP_DIR)

@@ -1,4 +1,4 @@
-"""/metrics scraped from the live gunicorn while the live worker runs a batch on the real engine (vLLM on
+"""/metrics scraped from the live web server while the live worker runs a batch on the real engine (vLLM on
 the CPU): the queue and worker gauges move, the counters only grow; vLLM's own metrics are on the
 worker's --metrics-port; the engine process runs with the CPU worker's environment."""
 

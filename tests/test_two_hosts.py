@@ -30,11 +30,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 LINES = 240
 
 
-def start_gunicorn(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_web(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """The web host's server as the documented layout runs it (batchsite.serve: waitress)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "batchsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
-        + ["--threads", "4"],
+        [sys.executable, "-m", "batchsite.serve", "--bind", f"127.0.0.1:{port}", "--threads", "4"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -49,7 +49,7 @@ def start_gunicorn(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
             return process, url  # 401: it is up
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not start") from None
+                raise RuntimeError("batchsite.serve did not start") from None
             time.sleep(0.2)
 
 
@@ -96,7 +96,7 @@ def test_two_worker_hosts_share_only_the_database_and_the_object_store(
         directory.mkdir()
     key = ApiKey.generate(django_user_model.objects.create_user("two-hosts"))[1]
 
-    web, url = start_gunicorn(
+    web, url = start_web(
         subprocess_env(settings, data_dir=web_dir, BATCHSITE_CHUNK_SIZE="20", MALLOC_ARENA_MAX="2", **store)
     )
     watch = DiskWatch([web_dir, host_a, host_b])
@@ -136,7 +136,7 @@ def test_two_worker_hosts_share_only_the_database_and_the_object_store(
     ids = collections.Counter(json.loads(line)["custom_id"] for line in text.splitlines())
     assert ids == collections.Counter(f"req-{i}" for i in range(LINES))
     # Plain HTTP too, from a second web host started now (the first one has stopped).
-    web, url = start_gunicorn(subprocess_env(settings, data_dir=tmp_path / "web-2", **store))
+    web, url = start_web(subprocess_env(settings, data_dir=tmp_path / "web-2", **store))
     try:
         request = urllib.request.Request(
             f"{url}/v1/files/{done.output_file_id}/content", headers={"Authorization": f"Bearer {key}"}

@@ -1,7 +1,7 @@
 """Request ids, one log line per request, and the SDKs' retry hint.
 
 A Django middleware rather than the WSGI server's access log, so it works the same
-under gunicorn (the tests' server), waitress (``bin/start``) and behind nginx.
+under waitress (``bin/start`` and the tests' live server), gunicorn and behind nginx.
 """
 
 from __future__ import annotations

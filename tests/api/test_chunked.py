@@ -1,8 +1,8 @@
 """Chunked request bodies (Transfer-Encoding: chunked, no Content-Length), as the Node SDK sends uploads.
 
 In-process: the WSGI application of batchsite/wsgi.py, handed the de-chunked stream as
-gunicorn hands it (wsgi.input, no CONTENT_LENGTH), with a small upload limit.
-Live: raw httpx chunked requests against the session's gunicorn.
+a WSGI server may hand it (wsgi.input, no CONTENT_LENGTH), with a small upload limit.
+Live: raw httpx chunked requests against the session's web server (waitress de-chunks them itself).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def live(live_server_process: Any, transactional_db: Any, django_user_model: Any
     return live_server_process.url, {"Authorization": f"Bearer {ApiKey.generate(user)[1]}"}
 
 
-def test_live_chunked_upload_and_chunked_json_create_work_on_gunicorn(live):
+def test_live_chunked_upload_and_chunked_json_create_work_on_the_server(live):
     url, auth = live
     content = jsonl([chat_line(i) for i in range(200)])
     with httpx.Client(base_url=url, headers=auth, timeout=60) as http:
@@ -158,7 +158,7 @@ def test_live_chunked_json_past_the_body_limit_is_a_413_and_creates_nothing(live
     assert refused.headers["x-should-retry"] == "false" and Batch.objects.count() == 0
 
 
-def test_live_gunicorn_refuses_chunked_with_a_lying_content_length_and_stores_nothing(live):
+def test_live_server_refuses_chunked_with_a_lying_content_length_and_stores_nothing(live):
     import socket
     from urllib.parse import urlsplit
 
@@ -177,6 +177,6 @@ def test_live_gunicorn_refuses_chunked_with_a_lying_content_length_and_stores_no
         answer = b""
         while piece := conn.recv(65536):
             answer += piece
-    # Both framings at once is how requests are smuggled: gunicorn refuses it before Django (RFC 9112 6.3).
+    # Both framings at once is how requests are smuggled: the server refuses it before Django (RFC 9112 6.3).
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert File.objects.count() == before

@@ -5,7 +5,7 @@ types and deep nesting.
 Whatever comes: no 5xx; a refusal stores nothing; an accepted batch holds only what the
 system can carry (checked by an oracle that shares no code with the validator); the user's
 list and the batch still render. Here through the Django test client; test_hostile_live.py
-sends a few examples to a real gunicorn.
+sends a few examples to the real web server.
 
 The examples are the same on every run (derandomized), so CI does not flake on a new find;
 ``BATCHSITE_FUZZ_EXAMPLES=5000`` runs that many fresh random ones instead.

@@ -1,5 +1,6 @@
-"""Hostile input against a real gunicorn: what only shows over a socket (a body refused
-before it is read, bytes that no test client would send) and a few fuzzed examples."""
+"""Hostile input against the real web server (batchsite.serve, as bin/start runs it): what only
+shows over a socket (a body refused before it is read, bytes that no test client would send)
+and a few fuzzed examples."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def test_lines_that_crashed_the_server_fail_their_batch_naming_the_line(live):
 
 @fuzz_settings(15)
 @given(lines=st.lists(LINE, min_size=1, max_size=2), metadata=METADATA)
-def test_fuzzed_lines_and_metadata_never_get_a_5xx_from_gunicorn(live, lines, metadata):
+def test_fuzzed_lines_and_metadata_never_get_a_5xx_from_the_server(live, lines, metadata):
     before = Batch.objects.count()
     batch = live.shortcut(jsonl([chat_line(0), *lines]))
     assert batch.status_code < 500, batch.text[:500]

@@ -1,4 +1,4 @@
-"""LiteLLM's SDK (pinned in requirements-dev.txt) against the session's live gunicorn, as its
+"""LiteLLM's SDK (pinned in requirements-dev.txt) against the session's live web server, as its
 docs drive an OpenAI-compatible Batch API: custom_llm_provider="openai", api_base=.../v1."""
 
 from __future__ import annotations

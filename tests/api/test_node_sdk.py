@@ -1,5 +1,5 @@
 """The official openai Node SDK (npm `openai`, pinned in tests/node/package-lock.json) against the
-session's live gunicorn and real worker: the documented streamed upload, batches, paging, files and errors.
+session's live web server and real worker: the documented streamed upload, batches, paging, files and errors.
 
 bin/setup --dev installs Node (Debian's nodejs where missing) and runs `npm ci` in tests/node; without
 them this test fails, it does not skip.

@@ -1,4 +1,4 @@
-"""The official openai SDK against a real gunicorn process: what users run."""
+"""The official openai SDK against the real web server process (batchsite.serve): what users run."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_a_failed_validation_reaches_the_sdk_with_line_numbers(sdk, tmp_path):
 
 def test_a_50000_line_upload_does_not_grow_the_server_with_the_file(sdk, live_server_process, tmp_path):
     """Upload + streaming validation of ~50 MB: the server's RSS grows far less than the file."""
-    server = psutil.Process(live_server_process.worker_pids[0])
+    server = psutil.Process(live_server_process.server_pid)
     filler = "lorem ipsum " * 80
     small = write(
         tmp_path,

@@ -1,7 +1,7 @@
-"""bin/batchsite as a subprocess against the session's live gunicorn, for what needs no worker:
+"""bin/batchsite as a subprocess against the session's live web server, for what needs no worker:
 arguments, the server's errors, validation failures, status, list, cancel, download, retry.
 
-Batches here are never run (no worker serves this gunicorn until the live-stack
+Batches here are never run (no worker serves this web server until the live-stack
 tests, which run last); tests/cli/test_cli_live.py runs them on the real engine.
 """
 

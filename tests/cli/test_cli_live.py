@@ -1,4 +1,4 @@
-"""bin/batchsite as a subprocess against the live stack: gunicorn and a real worker running the
+"""bin/batchsite as a subprocess against the live stack: the web server and a real worker running the
 demo chat model on vLLM (issue 14, acceptance)."""
 
 from __future__ import annotations

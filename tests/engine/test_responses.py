@@ -1,6 +1,6 @@
 """/v1/responses batches on the real engine (issue 14, acceptance).
 
-A batch of 20 Responses lines runs on the shared live stack (gunicorn and a real
+A batch of 20 Responses lines runs on the shared live stack (the web server and a real
 worker, the demo chat model); vLLM's own api_server answers the same 20 requests
 meanwhile, and every body must be equal, ids and timestamps aside. One over-long
 prompt fails alone, with the error vllm serve gives.

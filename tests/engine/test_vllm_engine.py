@@ -60,12 +60,12 @@ def text_of(result: EngineResult) -> str:
 
 def engine_children() -> list[Any]:
     """Our descendants, minus multiprocessing's resource tracker, the reference runs, and the
-    session's servers and workers (gunicorn, run_gpu_worker: tests that ran earlier started them)."""
+    session's servers and workers (batchsite.serve, gunicorn, run_gpu_worker: tests that ran earlier started them)."""
     import psutil
 
     skip: set[int] = set()
     kids = psutil.Process().children(recursive=True)
-    others = ("resource_tracker", "vllm.entrypoints.openai", "gunicorn", "manage.py")
+    others = ("resource_tracker", "vllm.entrypoints.openai", "batchsite.serve", "gunicorn", "manage.py")
     for proc in kids:
         try:
             cmdline = " ".join(proc.cmdline())

@@ -1,4 +1,4 @@
-"""End to end on real vLLM (CPU): the openai SDK against gunicorn, a real
+"""End to end on real vLLM (CPU): the openai SDK against the web server, a real
 ``run_gpu_worker`` subprocess, the demo models."""
 
 from __future__ import annotations

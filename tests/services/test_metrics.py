@@ -2,7 +2,7 @@
 
 Batches run on the in-process worker with the SIMULATED engine: these tests
 are about what is counted, not about inference (tests/test_metrics_live.py
-scrapes a real engine's batch through gunicorn).
+scrapes a real engine's batch through the web server).
 """
 
 from __future__ import annotations

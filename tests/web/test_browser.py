@@ -1,4 +1,4 @@
-"""The pages in a real browser: Playwright driving Debian's Chromium against gunicorn
+"""The pages in a real browser: Playwright driving Debian's Chromium against the web server
 (DEBUG=0, static files through WhiteNoise), as a person uses them.
 
 These need no inference: nothing here is run by a worker (the submit-and-watch

@@ -1,4 +1,4 @@
-"""Submit-and-watch in a real browser, on the shared live stack: gunicorn, one real
+"""Submit-and-watch in a real browser, on the shared live stack: the web server, one real
 run_gpu_worker (vLLM on the CPU) and the demo chat model. The dashboard and the
 batch page follow the batch to 100% by their own refresh, without a reload."""
 

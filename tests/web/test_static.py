@@ -1,4 +1,4 @@
-"""Static files under gunicorn with DEBUG=0 (how bin/start serves them): WhiteNoise, no CDN."""
+"""Static files under batchsite.serve with DEBUG=0 (how bin/start serves them): WhiteNoise, no CDN."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def fetch(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
         ("web/favicon.svg", "image/svg+xml"),
     ],
 )
-def test_gunicorn_serves_the_vendored_static_files_through_whitenoise(live_server_process, path, content_type):
+def test_the_server_serves_the_vendored_static_files_through_whitenoise(live_server_process, path, content_type):
     status, headers, body = fetch(f"{live_server_process.url}/static/{path}")
     assert status == 200 and headers["Content-Type"].startswith(content_type)
     assert body == (ROOT / "static" / path).read_bytes()
@@ -49,7 +49,7 @@ def test_the_pages_fetch_nothing_from_another_host(web, models):
     assert htmx.startswith("var htmx=function()")
 
 
-def test_debug_is_off_under_gunicorn_and_a_missing_page_is_ours(live_server_process):
+def test_debug_is_off_under_the_server_and_a_missing_page_is_ours(live_server_process):
     status, _, body = fetch(f"{live_server_process.url}/no/such/page")
     assert status == 404 and b"Not found" in body and b"batchsite" in body
     assert b"Django tried these URL patterns" not in body

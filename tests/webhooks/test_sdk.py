@@ -1,4 +1,4 @@
-"""webhook_url through the official openai SDK against a real gunicorn: refusals and the API-cancel event."""
+"""webhook_url through the official openai SDK against the real web server: refusals and the API-cancel event."""
 
 from __future__ import annotations
 
