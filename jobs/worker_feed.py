@@ -18,6 +18,7 @@ from django.db.utils import InterfaceError, OperationalError
 
 from jobs.engine.base import EngineRequest, EngineResult
 from jobs.engine.prefix_order import grouped
+from jobs.hang_watch import HangWatch
 from jobs.models import Chunk, File
 from jobs.services import claims, jsonl, parts, queue, results
 from jobs.services import files as file_service
@@ -33,8 +34,7 @@ class FeedOwner(Protocol):
     id: str
     stopping: threading.Event
     progress_every: float
-    feeding: bool
-    last_progress: float
+    watch: HangWatch
 
     def close_run(self, run: ChunkRun, count_attempt: bool = False, reason: str = "") -> None: ...
 
@@ -153,12 +153,8 @@ class Feeder:
     def __next__(self) -> EngineRequest:
         # While here the engine waits on us (reading input, claiming the next
         # chunk), not the other way round: the worker's hang watch must not count it.
-        self.worker.feeding = True
-        try:
+        with self.worker.watch.off_clock():
             return self._next()
-        finally:
-            self.worker.feeding = False
-            self.worker.last_progress = time.monotonic()
 
     def _next(self) -> EngineRequest:
         while True:
