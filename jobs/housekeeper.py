@@ -1,4 +1,4 @@
-"""Periodic jobs that keep the service moving when nobody is looking: webhooks, retention, and more.
+"""Periodic jobs that keep the service moving when nobody is looking: webhooks, retention, expiry, stranded finalizes.
 
 A ``Housekeeper`` runs a list of ``Job``s, each at its own interval, in one
 thread. It runs in every worker process (a daemon thread, started by
@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.db.utils import InterfaceError, OperationalError
 
-from jobs.services import expiry, retention
+from jobs.services import expiry, retention, stranded
 from jobs.webhooks.sender import Sender
 
 log = logging.getLogger("batchsite.housekeeper")
@@ -41,6 +41,9 @@ def standard_jobs(owner: str, stopping: threading.Event) -> list[Job]:
         Job("send webhooks", settings.BATCHSITE_WEBHOOKS.poll_seconds, Sender(owner, stopping).send_due),
         # Overdue batches end even when no GPU worker runs (each is finalized under its row lock).
         Job("expire overdue batches", 5.0, expiry.expire_overdue),
+        # Finalizes nobody is doing (failed outside a worker, handed over by the API, or left by
+        # a dead worker) are taken with the same guarded claim as a worker's: never done twice.
+        Job("finish stranded batches", 5.0, stranded.finish_stranded),
         # Deleting is idempotent (a row or file another process deleted first is no error).
         Job("delete expired files", 60.0, retention.delete_expired_files),
     ]

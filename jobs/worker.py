@@ -30,6 +30,7 @@ from django.db.utils import InterfaceError, OperationalError
 from jobs.engine.base import Engine, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
 from jobs.engine.devices import device_stats
 from jobs.engine.pinning import Devices
+from jobs.hang_watch import HangWatch
 from jobs.housekeeper import Housekeeper
 from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id
@@ -73,7 +74,6 @@ class GpuWorker:
         self.progress_every = conf.progress_seconds
         self.checkpoint_seconds = conf.checkpoint_seconds
         self.checkpoint_lines = conf.checkpoint_lines
-        self.stall_seconds = conf.engine_stall_seconds
         if hasattr(engine, "overlap_swaps"):  # the vLLM engine's; see jobs/engine/swap.py
             engine.overlap_swaps = conf.swap_overlap == "auto"
         self.state = WorkerState.IDLE
@@ -87,12 +87,7 @@ class GpuWorker:
         # answers a cancelled request with an error body ("Client disconnected"),
         # which must not be written as that line's result.
         self.aborting = threading.Event()
-        # The hang watch: while the engine runs, when it last answered (or took a
-        # line), and whether the feeder (not the engine) is what we wait on.
-        self.engine_running = False
-        self.feeding = False
-        self.last_progress = time.monotonic()
-        self._gave_up_on_engine = False
+        self.watch = HangWatch(conf.engine_stall_seconds)  # jobs/hang_watch.py
         self.claimed_at: float | None = None  # when tick claimed the chunk process() runs
         self.last_result_at = time.monotonic()
 
@@ -216,12 +211,8 @@ class GpuWorker:
 
     def watch_engine(self) -> None:
         """Give up on an engine that holds lines but has answered none for too long (a hang)."""
-        if not self.engine_running or self.feeding or self._gave_up_on_engine:
-            return
-        silent = time.monotonic() - self.last_progress
-        if silent > self.stall_seconds:
-            self._gave_up_on_engine = True
-            reason = f"no progress for {silent:.0f}s (BATCHSITE_ENGINE_STALL_SECONDS={self.stall_seconds:g})"
+        reason = self.watch.stalled()
+        if reason is not None:
             log.error("engine for %s hangs: %s; restarting it", self.engine.loaded_model, reason)
             self.engine.mark_dead(reason)
 
@@ -354,13 +345,8 @@ class GpuWorker:
 
     def engine_run(self, requests: Any) -> Any:
         """engine.run under the hang watch."""
-        self.last_progress = time.monotonic()
-        self._gave_up_on_engine = False
-        self.engine_running = True
-        try:
+        with self.watch.running():
             yield from self.engine.run(requests)
-        finally:
-            self.engine_running = False
 
     def pump(self, feeder: Feeder, spec: ModelSpec) -> None:
         """Run the feeder's requests to the end, surviving engine deaths and hangs."""
@@ -409,7 +395,7 @@ class GpuWorker:
         run, seq = result.tag
         if self.feeder is not None:
             self.feeder.in_flight.pop((run.chunk.pk, seq), None)
-        self.last_progress = self.last_result_at = time.monotonic()
+        self.last_result_at = self.watch.progressed()
         if run.abandoned:
             return
         if result.aborted or ((self.aborting.is_set() or run.stopped) and result.status_code >= 400):
@@ -464,7 +450,8 @@ class GpuWorker:
 
     def finalize_after_claim(self, batch_id: str, worker_id: str) -> None:
         self.meter.cut()
-        results.finalize(batch_id, worker_id)
+        with self.watch.off_clock():  # the engine waits on this finalize, not the other way round
+            results.finalize(batch_id, worker_id)
 
     def checkpoint(self, run: ChunkRun) -> None:
         """Record what the claim finished so far (a segment); a claim lost meanwhile is stopped."""

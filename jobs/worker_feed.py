@@ -18,6 +18,7 @@ from django.db.utils import InterfaceError, OperationalError
 
 from jobs.engine.base import NOT_YET, EngineRequest, EngineResult
 from jobs.engine.prefix_order import grouped
+from jobs.hang_watch import HangWatch
 from jobs.models import Chunk, File
 from jobs.services import claims, jsonl, parts, queue, results
 from jobs.services import files as file_service
@@ -34,8 +35,7 @@ class FeedOwner(Protocol):
     stopping: threading.Event
     progress_every: float
     poll: float
-    feeding: bool
-    last_progress: float
+    watch: HangWatch
 
     def close_run(self, run: ChunkRun, count_attempt: bool = False, reason: str = "") -> None: ...
 
@@ -166,20 +166,15 @@ class Feeder:
     def __next__(self) -> EngineRequest:
         # While here the engine waits on us (reading input, claiming the next
         # chunk), not the other way round: the worker's hang watch must not count it.
-        self.worker.feeding = True
-        began = time.monotonic()
-        request = None
-        try:
+        watch = self.worker.watch
+        before, began = watch.last_progress, time.monotonic()
+        with watch.off_clock():
             request = self._next()
-            return request
-        finally:
-            self.worker.feeding = False
-            if request is NOT_YET:
-                # The engine only asked, and has lines in flight: no progress of its own
-                # (a hung line must still trip the watch); our time here is not its stall.
-                self.worker.last_progress += time.monotonic() - began
-            else:
-                self.worker.last_progress = time.monotonic()
+        if request is NOT_YET:
+            # The engine only asked, and has lines in flight: not progress of its own (a hung
+            # line must still trip the watch), and our time here was not its silence either.
+            watch.last_progress = before + (time.monotonic() - began)
+        return request
 
     def _next(self) -> EngineRequest:
         while True:

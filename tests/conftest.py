@@ -344,3 +344,18 @@ def start_worker(settings: Any, *args: str, data_dir: Path | None = None, stderr
         env=subprocess_env(settings, data_dir, **env),
         stderr=stderr,
     )
+
+
+def run_housekeeper_once(settings: Any, **env: str) -> None:
+    """One pass of every housekeeper job, in a real ``manage.py run_housekeeper --once``."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "manage.py", "run_housekeeper", "--once"],
+        cwd=ROOT,
+        env=subprocess_env(settings, **env),
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]

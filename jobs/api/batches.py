@@ -64,7 +64,8 @@ class BatchListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         params = request.query_params
-        expire_overdue(owner=request.user)  # with no worker running, nothing else would
+        # Stopped and handed over, not finalized here: the housekeeper (or a worker) does that.
+        expire_overdue(owner=request.user, finalize=False)
         rows, has_more = cursor_page(
             Batch.objects.owned_by(request.user).select_related("webhook_delivery"),
             params.get("after"),

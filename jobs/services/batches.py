@@ -234,11 +234,12 @@ def create_batch_from_upload(owner: Any, upload: DjangoFile, req: BatchRequest) 
 
 
 def get_batch(owner: Any, batch_id: str) -> Batch:
-    """A user's own batch; one past its window ends here if no worker is running it (expire_overdue)."""
+    """A user's own batch; one past its window (or cancelled) that no worker is running is
+    stopped here and handed over to be finalized (expire_overdue): it shows ``finalizing``."""
     batch = Batch.objects.owned_by(owner).filter(pk=batch_id).first() if could_be_id(batch_id) else None
     if batch is None:
         raise not_found("batch", batch_id, "batch_id")
-    if batch.status in (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING) and expire_overdue([batch.pk]):
+    if batch.status in (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING) and expire_overdue([batch.pk], finalize=False):
         batch.refresh_from_db()
     return batch
 

@@ -32,6 +32,7 @@ from jobs.services import files as file_service
 from jobs.services import jsonl, parts, queue
 from jobs.services.jsonl import iter_lines
 from jobs.services.lifecycle import end_batch, error_list, mark_failing
+from jobs.services.parts import Part
 
 log = logging.getLogger("batchsite.worker")
 
@@ -112,33 +113,60 @@ def _copy(name: str, out: IO[bytes]) -> None:
         shutil.copyfileobj(part, out, 1 << 20)
 
 
+LOST_MESSAGE = (
+    "This request ran, but its stored result was lost before the batch's results could be "
+    "assembled (the batch's finalize gave up after BATCHSITE_MAX_ATTEMPTS tries)."
+)
+UNNAMED = " The input file could not be read, so this line's custom_id is unknown."
+
+
 class _Assembly:
-    """The output and error files of one finalize, written chunk by chunk in order."""
+    """The output and error files of one finalize, written chunk by chunk in order.
+
+    Every request line of every chunk ends in one of the two files: a result its part
+    holds, or an error line (never ran, or, best effort, its part failed its check:
+    ``result_lost``). None is dropped, so the counts are the files' lines."""
 
     def __init__(self, batch: Batch, out: IO[bytes], err: IO[bytes], best_effort: bool = False) -> None:
         self.batch, self.out, self.err, self.best_effort = batch, out, err, best_effort
         self.completed = self.failed = 0
         self.usage: dict[str, int] = {}
-        self.unlisted = 0  # best effort: lines that never ran and could not be named
+        self.lost = 0  # best effort: lines whose part failed its check (written as result_lost)
+        self.unnamed = 0  # best effort: error lines with a null custom_id (the input was unreadable)
         self._input: File | None = None
 
     def add(self, chunk: Chunk) -> None:
         recorded = parts.recorded(chunk)
+        good: list[Part] = []
         for part in recorded:
             if self.best_effort and parts.problem(self.batch.id, chunk.index, part, chunk.request_count):
                 continue
+            good.append(part)
             out_name, err_name = parts.names_of(self.batch.id, chunk.index, part)
             _copy(out_name, self.out)
             _copy(err_name, self.err)
             self.completed += part.completed
             self.failed += part.failed
             add_usage(self.usage, part.usage)
-        done = parts.done_seqs(recorded)
+        done = parts.done_seqs(good)
+        # Lines that ran but whose part was skipped above: written as lost, never dropped.
+        lost = parts.done_seqs(recorded) - done
         if len(done) < chunk.request_count:
-            self._unrun(chunk, done)
+            self._unrun(chunk, done, lost)
 
-    def _unrun(self, chunk: Chunk, done: set[int]) -> None:
+    def _unrun(self, chunk: Chunk, done: set[int], lost: set[int]) -> None:
         code, message = _unrun_line_error(self.batch, chunk)
+        written: set[int] = set()
+
+        def write(seq: int, custom_id: str | None, suffix: str = "") -> None:
+            if seq in lost:
+                self.err.write(error_line(custom_id, "result_lost", LOST_MESSAGE + suffix))
+                self.lost += 1
+            else:
+                self.err.write(error_line(custom_id, code, message + suffix))
+            self.failed += 1
+            written.add(seq)
+
         try:
             if self._input is None:
                 self._input = File.objects.get(pk=self.batch.input_file_id)
@@ -149,15 +177,17 @@ class _Assembly:
                 )
                 requests = (line for line in lines if not line.blank)  # too-long lines hold a position too
                 for seq, line in enumerate(requests):
-                    if seq not in done:
+                    if seq not in done and seq < chunk.request_count:
                         # A line too long to read (the limit was lowered since validation) has no custom_id.
-                        custom_id = jsonl.loads(line.data)["custom_id"] if line.data is not None else None
-                        self.err.write(error_line(custom_id, code, message))
-                        self.failed += 1
+                        write(seq, jsonl.loads(line.data)["custom_id"] if line.data is not None else None)
         except (OSError, File.DoesNotExist, ValueError) as exc:
             if not self.best_effort:
                 raise InputUnreadable(f"the input file {self.batch.input_file_id} could not be read: {exc}") from exc
-            self.unlisted += chunk.request_count - len(done)
+        # Best effort: the lines the input could not name are still listed, with a null custom_id.
+        for seq in range(chunk.request_count):
+            if seq not in done and seq not in written:
+                write(seq, None, UNNAMED)
+                self.unnamed += 1
 
 
 def _claim(batch_id: str, worker_id: str | None) -> Batch | None:
@@ -260,8 +290,7 @@ def _assemble_and_end(batch: Batch, worker_id: str | None, give_up: str = "") ->
     fields: dict[str, Any] = {}
     if give_up:
         status = BatchStatus.FAILED
-        unlisted = f" {assembly.unlisted} lines that never ran are not in the error file." if assembly.unlisted else ""
-        fields["errors"] = error_list("finalize_failed", give_up + unlisted)
+        fields["errors"] = error_list("finalize_failed", give_up + _losses(assembly))
     elif batch.cancelling_at is not None:
         status = BatchStatus.CANCELLED
     elif batch.errors is not None:
@@ -288,6 +317,16 @@ def _assemble_and_end(batch: Batch, worker_id: str | None, give_up: str = "") ->
         return None
     parts.delete_batch(batch.id)
     return finished
+
+
+def _losses(assembly: _Assembly) -> str:
+    """What the best-effort files say about lines they could not hold as they were."""
+    said = ""
+    if assembly.lost:
+        said += f" {assembly.lost} lines whose results were lost are in the error file as result_lost."
+    if assembly.unnamed:
+        said += f" {assembly.unnamed} lines in the error file have a null custom_id (the input could not be read)."
+    return said
 
 
 def _failed_attempt(batch: Batch, worker_id: str | None, exc: Exception) -> Batch | None:

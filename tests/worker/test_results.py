@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from jobs.models import Batch, Chunk, ChunkStatus, File, Worker
 from jobs.models.clock import ago
-from tests.conftest import chat_line, start_worker
+from tests.conftest import chat_line, run_housekeeper_once, start_worker
 from tests.worker.common import FAST, SIM, assert_every_line_once, finish, lines_of, make_batch, status, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -124,7 +124,9 @@ def test_a_cancel_finishing_a_batch_is_not_taken_over_by_a_worker(client, models
     assert {e["error"]["code"] for e in lines_of(batch.error_file_id)} == {"batch_cancelled"}
 
 
-def test_a_finalize_whose_finalizer_died_is_taken_over(client, models, upload, settings):
+def test_a_finalize_whose_finalizer_died_is_taken_over_by_the_housekeeper_and_not_by_a_get(
+    client, models, upload, settings
+):
     batch_id = make_batch(client, upload, 5)
     Chunk.objects.filter(batch_id=batch_id).update(status=ChunkStatus.CANCELLED)
     # An API process died while it finalized a cancel: no worker, and its lease ran out.
@@ -134,7 +136,15 @@ def test_a_finalize_whose_finalizer_died_is_taken_over(client, models, upload, s
         finalizer=None,
         finalize_started_at=timezone.now() - timezone.timedelta(minutes=5),
     )
-    worker = start_worker(settings, *SIM, "--worker-id", "rescuer", **FAST)
-    assert finish(worker) == 0
+    # The API answers at once and never assembles a batch inside a request (issue 20 item 6).
+    shown = client.get(f"/v1/batches/{batch_id}").json()
+    assert (shown["status"], shown["error_file_id"], shown["output_file_id"]) == ("finalizing", None, None)
+    [listed] = [b for b in client.get("/v1/batches").json()["data"] if b["id"] == batch_id]
+    assert listed["status"] == "finalizing"
+    assert Batch.objects.get(pk=batch_id).finalize_attempts == 0  # nobody tried to finalize it
+    # One housekeeper pass (a real run_housekeeper process, no worker anywhere) takes it over.
+    run_housekeeper_once(settings, **FAST)
     batch = Batch.objects.get(pk=batch_id)
-    assert batch.status == "cancelled" and batch.finalizer_id == "rescuer"
+    assert batch.status == "cancelled" and batch.finalizer_id is None and batch.cancelled_at is not None
+    assert (batch.total, batch.completed, batch.failed) == (5, 0, 5)
+    assert [e["error"]["code"] for e in lines_of(batch.error_file_id)] == ["batch_cancelled"] * 5

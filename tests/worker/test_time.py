@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Batch, Chunk, ChunkStatus
-from tests.conftest import start_worker
+from tests.conftest import run_housekeeper_once, start_worker
 from tests.worker.common import FAST, SIM, assert_every_line_once, finish, lines_of, make_batch, status, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,13 +85,15 @@ def test_an_overdue_batch_expires_with_its_partial_results_when_no_worker_is_lef
     worker.wait(timeout=10)
     never_started = make_batch(client, upload, 3)
     Batch.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
-    # Reading the batch is enough, once the dead worker's heartbeat is stale.
-    wait_for(lambda: client.get(f"/v1/batches/{started}").json()["status"] == "expired", timeout=15, what="expiry")
+    # Reading the batch stops it once the dead worker's heartbeat is stale, and hands its
+    # finalize over (the request assembles nothing); the housekeeper finishes it.
+    wait_for(lambda: client.get(f"/v1/batches/{started}").json()["status"] == "finalizing", timeout=15, what="expiry")
+    listed = {b["id"]: b["status"] for b in client.get("/v1/batches").json()["data"]}
+    assert listed[never_started] == "finalizing"  # listing them is enough too
+    run_housekeeper_once(settings, **FAST)
     batch = assert_every_line_once(started, n, status="expired")
     done = Chunk.objects.filter(batch_id=started, status=ChunkStatus.DONE).count()
     assert batch.completed >= 5 * done >= 5 and len(lines_of(batch.output_file_id)) == batch.completed
     assert {e["error"]["code"] for e in lines_of(batch.error_file_id)} == {"batch_expired"}
-    # Listing them is enough too.
-    listed = {b["id"]: b["status"] for b in client.get("/v1/batches").json()["data"]}
-    assert listed[never_started] == "expired" and status(never_started) == "expired"
+    assert status(never_started) == "expired"
     assert_every_line_once(never_started, 3, status="expired")
