@@ -121,7 +121,17 @@ def read_requests(run: ChunkRun, source: BinaryIO, model: str) -> Iterator[Engin
         if line.blank:  # a too-long line keeps its position: invalid_lines="skip" marks it done
             continue
         seq += 1
-        if seq in run.skip or line.data is None:
+        if seq in run.skip:
+            continue
+        if line.data is None:
+            # Accepted, but longer than the line limit now is (BATCHSITE_MAX_LINE_BYTES was
+            # lowered since): it cannot be read whole, so it ends as an error line here
+            # rather than never (the chunk would wait for it forever).
+            message = (
+                f"Line {line.number} is longer than {settings.BATCHSITE.max_line_bytes} bytes "
+                "(BATCHSITE_MAX_LINE_BYTES was lowered after the batch was accepted)."
+            )
+            run.part.add(results.error_line(None, "line_too_long", message), False, seq)
             continue
         obj = jsonl.loads(line.data)
         body = obj["body"]

@@ -25,7 +25,7 @@ def mixed() -> list[Any]:
     lines[1] = b'{"custom_id": "req-1", "method": "POST", not json'
     lines[4] = {**chat_line(4), "method": "GET"}
     lines[5] = {**chat_line(5), "custom_id": "req-0"}  # a duplicate: the first one runs
-    lines[8] = json.dumps(chat_line(8, content="x" * LONG)).encode()  # too long
+    lines[8]["body"]["messages"][0]["content"] = "x" * LONG  # too long
     return lines
 
 

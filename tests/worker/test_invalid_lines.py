@@ -55,3 +55,18 @@ def test_a_bad_line_between_two_good_chunks_keeps_their_lines_apart(client, mode
     assert [e["custom_id"] for e in errors] == [None, None, None]
     assert sorted(int(e["error"]["message"].split()[1].rstrip(":")) for e in errors) == [1, 5, 8]
     assert (batch.completed, batch.failed, batch.total) == (4, 3, 7)
+
+
+def test_a_line_past_a_line_limit_lowered_after_acceptance_ends_in_the_error_file(client, models, upload, settings):
+    # Accepted under the default limit; the worker then runs with a limit the line breaks.
+    lines = [chat_line(0), chat_line(1), chat_line(2)]
+    lines[1]["body"]["messages"][0]["content"] = "x" * 400
+    file = upload(jsonl(lines))
+    body = {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    batch_id = client.post("/v1/batches", body, format="json").json()["id"]
+    worker = start_worker(settings, *SIM, **FAST, BATCHSITE_MAX_LINE_BYTES="300")
+    assert finish(worker) == 0
+    batch = Batch.objects.get(pk=batch_id)
+    assert (batch.status, batch.completed, batch.failed) == ("completed", 2, 1)
+    [error] = lines_of(batch.error_file_id)
+    assert error["error"]["code"] == "line_too_long" and "Line 2 is longer than 300 bytes" in error["error"]["message"]
