@@ -11,7 +11,8 @@ Counters are derived from rows that only move forward, so they never go down
 (Prometheus would read a drop as a reset): requests and tokens from chunks that
 have ended (an ended chunk's counts are final), loads from ``ModelLoad`` rows
 (only added), queue waits from ``Batch.started_at`` (set once), webhook attempts
-from their log (only added). Batches are never deleted (files are; batches keep
+from their log (only added), per-user worker seconds from WorkerTime (only
+added). Batches are never deleted (files are; batches keep
 their ids, as OpenAI's do), so no row a counter sums disappears.
 
 Each scrape is a handful of aggregate queries (grouped by model or status).
