@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 
-from jobs.models import Chunk, Quota, WorkerTime
+from jobs.models import Batch, Chunk, Quota, WorkerTime
 from jobs.models.clock import db_now
 from jobs.services import queue, share, share_report
 from tests.conftest import chat_line, jsonl
@@ -122,3 +122,15 @@ def test_a_non_staff_viewer_gets_no_name_or_id_of_anyone_else(other_client, uplo
     # The rows carry no user at all: nothing a template could print by mistake.
     for row in report.rows:
         assert not {carol.pk, "carol", carol.email} & {v for v in vars(row).values() if not isinstance(v, bool)}
+
+
+def test_a_wait_runs_from_acceptance_and_restarts_when_a_chunk_of_the_batch_is_served(
+    client, upload, models, limits, user
+):
+    limits(chunk_size=2)
+    batch_id = create(client, upload)
+    Batch.objects.filter(pk=batch_id).update(created_at=db_now() - timedelta(minutes=5))
+    assert share_report.loads()[user.pk].oldest_wait == pytest.approx(300, abs=5)
+    queue.register_worker("w1", "cpu", 1)
+    run_claim("w1", 10)  # its first chunk ran and ended just now; the second waits since then
+    assert share_report.loads()[user.pk].oldest_wait == pytest.approx(0, abs=5)
