@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 
-from jobs.models import Batch, Chunk, Quota, WorkerTime
+from jobs.models import Batch, Chunk, Quota, Worker, WorkerTime
 from jobs.models.clock import db_now
 from jobs.services import queue, share, share_report
 from tests.conftest import chat_line, jsonl
@@ -134,3 +134,17 @@ def test_a_wait_runs_from_acceptance_and_restarts_when_a_chunk_of_the_batch_is_s
     queue.register_worker("w1", "cpu", 1)
     run_claim("w1", 10)  # its first chunk ran and ended just now; the second waits since then
     assert share_report.loads()[user.pk].oldest_wait == pytest.approx(0, abs=5)
+
+
+def test_a_claim_the_stale_sweep_takes_back_is_timed_like_one_that_ended(client, upload, models, limits, user):
+    limits(chunk_size=2)
+    create(client, upload, n=2)
+    queue.register_worker("dead", "cpu", 1)
+    chunk = queue.claim_next("dead")
+    assert chunk is not None
+    Chunk.objects.filter(pk=chunk.pk).update(claimed_at=db_now() - timedelta(seconds=40))
+    Worker.objects.filter(pk="dead").update(heartbeat_at=db_now() - timedelta(hours=1))
+    assert queue.sweep_stale(stale_after=30, max_attempts=3) == [chunk.batch_id]
+    assert share_report.worker_seconds_total() == {user.pk: pytest.approx(40, abs=5)}
+    # Handed back, it runs no more: the hour holds its 40 s once, not also as a running claim.
+    assert share_report.loads()[user.pk].seconds == pytest.approx(40, abs=5)
