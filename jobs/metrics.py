@@ -6,6 +6,9 @@ Each scrape builds its own registry holding only batchsite's collector:
 prometheus_client's default registry would add this one process's CPU and
 memory, which differ between gunicorn's processes and mean nothing for the
 service as a whole.
+
+Every scrape it answers is staff's (the token is the operator's secret; a
+session must be staff), which is why the per-user series may carry user ids.
 """
 
 from __future__ import annotations

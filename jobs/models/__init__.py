@@ -12,7 +12,7 @@ from jobs.models.files import File, FilePurpose
 from jobs.models.keys import ApiKey
 from jobs.models.loads import ModelLoad
 from jobs.models.measures import ModelMeasure
-from jobs.models.quotas import Quota, ShareUsage
+from jobs.models.quotas import Quota, ShareUsage, WorkerTime
 from jobs.models.registry import ENDPOINT_KINDS, RegisteredModel
 from jobs.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookSecret
 from jobs.models.workers import ModelLoadFailure, Worker, WorkerState
@@ -42,4 +42,5 @@ __all__ = [
     "WebhookSecret",
     "Worker",
     "WorkerState",
+    "WorkerTime",
 ]

@@ -64,3 +64,21 @@ class ShareUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.seconds:.0f} s"
+
+
+class WorkerTime(models.Model):
+    """One claim's worker time: from a chunk's claim to its end or hand-back (database times).
+
+    Added when the claim ends (with ShareUsage's decayed seconds) and never
+    changed, so the dashboard's last hour is exact, and the per-user sums only
+    grow (/metrics' ``batchsite_user_worker_seconds_total`` is a true counter).
+    A chunk's own row cannot say this: a next claim overwrites its ``claimed_at``.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(db_index=True)
+    seconds = models.FloatField()
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.seconds:.1f} s to {self.ended_at:%Y-%m-%d %H:%M:%S}"

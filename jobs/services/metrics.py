@@ -11,7 +11,8 @@ Counters are derived from rows that only move forward, so they never go down
 (Prometheus would read a drop as a reset): requests and tokens from chunks that
 have ended (an ended chunk's counts are final), loads from ``ModelLoad`` rows
 (only added), queue waits from ``Batch.started_at`` (set once), webhook attempts
-from their log (only added). Batches are never deleted (files are; batches keep
+from their log (only added), per-user worker seconds from WorkerTime (only
+added). Batches are never deleted (files are; batches keep
 their ids, as OpenAI's do), so no row a counter sums disappears.
 
 Each scrape is a handful of aggregate queries (grouped by model or status).
@@ -43,7 +44,7 @@ from jobs.models import (
     Worker,
     WorkerState,
 )
-from jobs.services import counters
+from jobs.services import counters, share_report
 
 # Seconds from a batch's acceptance to its first claim: from "at once" to a day.
 QUEUE_WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)
@@ -64,6 +65,7 @@ def collect(now: datetime | None = None) -> Iterator[Metric]:
     yield from loads()
     yield from webhooks()
     yield queue_wait()
+    yield from per_user(now)
 
 
 def batches() -> Metric:
@@ -287,6 +289,43 @@ def queue_wait() -> Metric:
         seconds,
         QUEUE_WAIT_BUCKETS,
     )
+
+
+def per_user(now: datetime) -> Iterator[Metric]:
+    """Each user's queue and worker time, labelled by user id (never a name or an email).
+
+    Only staff read /metrics (jobs/metrics.py: the operator's token or a staff
+    session), so the ids go to no one who could not look them up in the admin.
+    The counter sums WorkerTime rows, one per ended claim and never changed, so
+    it only grows; the decayed ShareUsage fair share reads is no counter."""
+    batches = GaugeMetricFamily("batchsite_user_queued_batches", "A user's queued or running batches", labels=["user"])
+    requests = GaugeMetricFamily(
+        "batchsite_user_queued_requests",
+        "Requests of a user's in-progress batches that have no result yet",
+        labels=["user"],
+    )
+    waiting = GaugeMetricFamily(
+        "batchsite_user_oldest_waiting_seconds",
+        "How long a user's longest-waiting lines have had no worker (users with lines waiting only)",
+        labels=["user"],
+    )
+    for user_id, load in sorted(share_report.loads(now).items()):
+        if load.queued_batches or load.queued_requests:
+            batches.add_metric([str(user_id)], load.queued_batches)
+            requests.add_metric([str(user_id)], load.queued_requests)
+        if load.oldest_wait is not None:
+            waiting.add_metric([str(user_id)], round(load.oldest_wait, 3))
+    yield batches
+    yield requests
+    yield waiting
+    seconds = CounterMetricFamily(
+        "batchsite_user_worker_seconds",
+        "Worker seconds of a user's ended claims (from a chunk's claim to its end or hand-back)",
+        labels=["user"],
+    )
+    for user_id, total in sorted(share_report.worker_seconds_total().items()):
+        seconds.add_metric([str(user_id)], round(total, 3))
+    yield seconds
 
 
 def record_load(worker_id: str, device: str, model: str, replaced: str, seconds: float) -> None:

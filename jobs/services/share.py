@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 
 from jobs.models import Chunk
 from jobs.models.clock import db_now
-from jobs.models.quotas import Quota, ShareUsage
+from jobs.models.quotas import Quota, ShareUsage, WorkerTime
 
 log = logging.getLogger("batchsite.scheduler")
 
@@ -65,8 +65,14 @@ def record_claim(chunk: Chunk) -> None:
     """Record the run seconds of ``chunk``'s claim (claim to now) for its batch's owner."""
     if chunk.claimed_at is None:
         return
+    now = db_now()
+    seconds = (now - chunk.claimed_at).total_seconds()
     # The claim loaded its batch (select_related), so this is no extra query there.
-    record(chunk.batch.owner_id, (db_now() - chunk.claimed_at).total_seconds())
+    owner = chunk.batch.owner_id
+    if seconds > 0:
+        # The exact record, for the dashboard's last hour and /metrics' counter (share_report).
+        WorkerTime.objects.create(user_id=owner, started_at=chunk.claimed_at, ended_at=now, seconds=seconds)
+    record(owner, seconds)
 
 
 def usage(user_ids: Collection[int], now: datetime | None = None) -> dict[int, float]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from jobs.services import overview, scheduling
+from jobs.services import overview, scheduling, share_report
 from jobs.web.charts import throughput_chart
 from jobs.web.decorators import login_required_live
 
@@ -32,6 +33,8 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         "plan": plan,
         "next_loads": {w.id: w.loads for w in plan.workers},
         "workers": overview.worker_rows(request.user, now),
+        "sharing": share_report.report(request.user),
+        "plan_fair_share": settings.BATCHSITE_SCHEDULER.fair_share,
         "chart": throughput_chart(overview.throughput(hours, now)),
         "hours": hours,
         "hour_choices": overview.CHART_HOURS,
