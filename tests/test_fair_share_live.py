@@ -65,6 +65,8 @@ def test_a_small_batch_of_another_user_runs_next_while_a_big_one_is_running(
         )
         submitted = db_now()
         bobs = submit(other_client, upload, 5)
+        # Claims made while bob's create was still in flight could not see his batch.
+        accepted = db_now()
         wait_for(
             lambda: Batch.objects.get(pk=bobs).status in TERMINAL_STATUSES,
             timeout=120,
@@ -76,9 +78,11 @@ def test_a_small_batch_of_another_user_runs_next_while_a_big_one_is_running(
         bob_claimed = Chunk.objects.get(batch_id=bobs).claimed_at
         assert bob_claimed is not None
         # The worker's next claim after bob's submit was his, not another of alice's chunks.
-        between = Chunk.objects.filter(batch_id=alices, claimed_at__gt=submitted, claimed_at__lt=bob_claimed)
+        between = Chunk.objects.filter(batch_id=alices, claimed_at__gt=accepted, claimed_at__lt=bob_claimed)
         assert not between.exists(), [c.index for c in between]
         waited = (bob_claimed - submitted).total_seconds()
+        around = Chunk.objects.filter(batch_id=alices, claimed_at__gt=submitted).order_by("claimed_at")
+        print(f"alice's claims after bob's submit: {[(c.index, c.claimed_at) for c in around]}; bob's {bob_claimed}")
         alice_chunks = [
             (c.finished_at - c.claimed_at).total_seconds()
             for c in Chunk.objects.filter(batch_id=alices, status=ChunkStatus.DONE)
