@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -110,6 +111,9 @@ def run_policy(
             )
         stack.start_web()
         sdk = stack.sdk(stack.api_key())
+        # The plans read in this process must run the stack's fair-share rule (on or off, its
+        # budget), which Django reads from this process's environment, not the stack's.
+        os.environ.update(fair_env)
         models = stack.orm()
         import logging
 
