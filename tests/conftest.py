@@ -346,15 +346,34 @@ def start_worker(settings: Any, *args: str, data_dir: Path | None = None, stderr
     )
 
 
-def run_housekeeper_once(settings: Any, **env: str) -> None:
-    """One pass of every housekeeper job, in a real ``manage.py run_housekeeper --once``."""
+# The housekeeper's jobs that end batches (jobs.housekeeper.standard_jobs).
+ENDING_JOBS = ("expire overdue batches", "finish stranded batches")
+
+
+def housekeeper_pass() -> None:
+    """One pass of the housekeeper's jobs that end batches (a cancel with nothing running,
+    an expiry, a stranded finalize), in this process: it sees the test's own transaction,
+    which a ``run_housekeeper`` process would not (run_housekeeper_once runs every job in one)."""
+    import threading
+
+    from jobs.housekeeper import standard_jobs
+
+    jobs = [job for job in standard_jobs("test-housekeeper", threading.Event()) if job.name in ENDING_JOBS]
+    assert len(jobs) == len(ENDING_JOBS), "a job was renamed: update ENDING_JOBS"
+    for job in jobs:
+        job.run()
+
+
+def run_housekeeper_once(settings: Any, data_dir: Path | None = None, **env: str) -> None:
+    """One pass of every housekeeper job, in a real ``manage.py run_housekeeper --once`` (with
+    ``data_dir`` and the server's storage env: on a live server's files)."""
     import subprocess
     import sys
 
     done = subprocess.run(
         [sys.executable, "manage.py", "run_housekeeper", "--once"],
         cwd=ROOT,
-        env=subprocess_env(settings, **env),
+        env=subprocess_env(settings, data_dir, **env),
         capture_output=True,
         timeout=120,
     )

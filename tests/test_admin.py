@@ -6,7 +6,7 @@ from django.http import HttpRequest
 from django.test import Client
 
 from jobs.models import ApiKey, Batch
-from tests.conftest import chat_line, jsonl
+from tests.conftest import chat_line, housekeeper_pass, jsonl
 
 pytestmark = pytest.mark.django_db
 
@@ -102,6 +102,9 @@ def test_the_cancel_action_ends_the_batch_through_the_service_and_writes_its_web
     assert response.status_code == 200
     assert "1 batch(es) cancelling or cancelled." in [str(m) for m in response.context["messages"]]
     mine.refresh_from_db()
+    assert mine.status == "cancelling" and mine.cancelling_at is not None
+    housekeeper_pass()  # the action left the finalize to the housekeeper (or a worker)
+    mine.refresh_from_db()
     assert mine.status == "cancelled" and mine.cancelled_at is not None
     delivery = WebhookDelivery.objects.get(batch=mine)
     assert delivery.event_type == "batch.cancelled" and delivery.url == mine.webhook_url
@@ -117,6 +120,7 @@ def test_the_cancel_action_ends_the_batch_through_the_service_and_writes_its_web
 def test_the_retry_action_makes_a_new_batch_for_the_owner_not_the_admin(staff, client, models, upload, user):
     batch = webhook_batch(client, upload)
     staff.post("/admin/jobs/batch/", {"action": "cancel_batches", "_selected_action": [batch.pk]})
+    housekeeper_pass()  # ends the cancelled batch: only a finished one can be retried
     response = staff.post(
         "/admin/jobs/batch/", {"action": "retry_batches", "_selected_action": [batch.pk]}, follow=True
     )

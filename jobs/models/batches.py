@@ -194,6 +194,11 @@ class Chunk(models.Model):
     # dicts: one per claim that finished lines (a chunk handed back on SIGTERM
     # keeps the part of the lines it finished, the next claim runs the rest).
     parts = models.JSONField(default=list, blank=True)
+    # What /metrics counted for this chunk when it first ended (services/counters.ended_figures),
+    # kept once finalize changed it (a lost part sent it back): from then on /metrics counts
+    # these instead of its current counts, so the counters never fall and a rerun's lines are
+    # not counted a second time (issue 20 item 4). NULL for a chunk never sent back.
+    counted = models.JSONField(null=True, blank=True)
 
     objects = ChunkQuerySet.as_manager()
 

@@ -20,7 +20,6 @@ from jobs.models.ids import could_be_id
 from jobs.services import files as file_service
 from jobs.services import lifecycle, parts, quotas, skipped, validation_child
 from jobs.services.expiry import expire_overdue
-from jobs.services.results import finalize
 from jobs.services.safe_json import has_lone_surrogate, shown
 from jobs.services.validation import Catalog, ValidationResult
 from jobs.services.webhook_urls import check_webhook_url
@@ -246,8 +245,10 @@ def get_batch(owner: Any, batch_id: str) -> Batch:
 
 def cancel_batch(batch: Batch) -> Batch:
     """Cancelling: its pending chunks are cancelled at once; running ones are aborted by their
-    workers, which then finish it. With nothing running, it is finished here, so the caller
-    sees ``cancelled`` (and the error file of batch_cancelled lines) without waiting for a worker.
+    workers. The caller gets ``cancelling`` at once, as OpenAI's contract allows: the finalize
+    (error file of batch_cancelled lines, ``cancelled``, webhook) is left to a worker's loop or
+    the housekeeper (expire_overdue), never done inside the request (issue 20 item 6), which a
+    big batch on S3 would hold for as long as its files take to assemble.
 
     Idempotent, as OpenAI's is: a second cancel, however concurrent, gets the batch back."""
     with transaction.atomic():
@@ -267,7 +268,4 @@ def cancel_batch(batch: Batch) -> Batch:
             )
         batch.mark_cancelling()
         batch.chunks.pending().update(status=ChunkStatus.CANCELLED, finished_at=Now())
-        running = batch.chunks.running().exists()
-    if running:
-        return batch
-    return finalize(batch.pk, None) or Batch.objects.get(pk=batch.pk)
+    return batch

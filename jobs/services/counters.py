@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from jobs.models import Counter
+from jobs.models import Chunk, ChunkStatus, Counter
 
 LINES_RERUN = "batchsite_lines_rerun_total"
+ENDED_CHUNKS = (ChunkStatus.DONE, ChunkStatus.CANCELLED, ChunkStatus.FAILED)
 
 
 def key(name: str, *labels: str) -> str:
@@ -46,3 +47,18 @@ def labelled(name: str) -> Iterable[tuple[list[str], int]]:
     plain = Counter.objects.filter(pk=name).values_list("value", flat=True).first()
     if plain is not None:
         yield [], plain
+
+
+def ended_figures(chunk: Chunk) -> dict[str, int]:
+    """What batchsite_requests and batchsite_tokens count for this ended chunk (the same sums
+    as jobs.services.metrics.requests): kept in ``Chunk.counted`` when finalize changes it."""
+    failed = chunk.request_count - chunk.completed if chunk.status == ChunkStatus.FAILED else chunk.failed
+    not_run = chunk.request_count - chunk.completed - chunk.failed if chunk.status == ChunkStatus.CANCELLED else 0
+    usage = chunk.usage or {}
+    return {
+        "completed": chunk.completed,
+        "failed": failed,
+        "not_run": not_run,
+        "input": int(usage.get("prompt_tokens") or 0),
+        "output": int(usage.get("completion_tokens") or 0),
+    }

@@ -9,7 +9,8 @@ same numbers from the same rows, so nothing is shared between processes.
 
 Counters are derived from rows that only move forward, so they never go down
 (Prometheus would read a drop as a reset): requests and tokens from chunks that
-have ended (an ended chunk's counts are final), loads from ``ModelLoad`` rows
+have ended (a chunk that finalize sends back to run again keeps what was counted
+when it first ended, ``Chunk.counted``), loads from ``ModelLoad`` rows
 (only added), queue waits from ``Batch.started_at`` (set once), webhook attempts
 from their log (only added), per-user worker seconds from WorkerTime (only
 added). Batches are never deleted (files are; batches keep
@@ -50,7 +51,7 @@ from jobs.services import counters, share_report
 QUEUE_WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)
 # Seconds to make a model ready (unload of the previous one included).
 LOAD_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
-ENDED_CHUNKS = (ChunkStatus.DONE, ChunkStatus.CANCELLED, ChunkStatus.FAILED)
+ENDED_CHUNKS = counters.ENDED_CHUNKS
 
 
 def collect(now: datetime | None = None) -> Iterator[Metric]:
@@ -104,12 +105,16 @@ def queue(now: datetime) -> Iterator[Metric]:
     yield oldest
 
 
-def _tokens(key: str) -> Any:
-    return Sum(Cast(KT(f"usage__{key}"), BigIntegerField()))
+def _counted(key: str, current: Any) -> Any:
+    """The sum of a chunk figure: what was counted when finalize changed it (Chunk.counted), else
+    its current value; so a chunk sent back to run again neither falls nor counts twice."""
+    kept = Cast(KT(f"counted__{key}"), BigIntegerField())
+    return Sum(Case(When(counted__isnull=False, then=kept), default=current, output_field=BigIntegerField()))
 
 
 def requests() -> Iterator[Metric]:
-    """Requests and tokens of ended chunks, per model: final counts, so these only grow."""
+    """Requests and tokens of ended chunks, per model: final counts, so these only grow; a
+    chunk that finalize sent back keeps what it counted when it first ended (Chunk.counted)."""
     total = CounterMetricFamily(
         "batchsite_requests",
         "Requests ended, per model: completed (output file), failed (error file), not_run (cancelled or expired)",
@@ -117,22 +122,24 @@ def requests() -> Iterator[Metric]:
     )
     tokens = CounterMetricFamily("batchsite_tokens", "Tokens of ended requests, per model", labels=["model", "kind"])
     rows = (
-        Chunk.objects.filter(status__in=ENDED_CHUNKS)
+        Chunk.objects.filter(Q(status__in=ENDED_CHUNKS) | Q(counted__isnull=False))
         .values("batch__model")
         .annotate(
-            ended_completed=Sum("completed"),
+            ended_completed=_counted("completed", F("completed")),
             # A failed chunk's requests that did not complete are in the error file.
-            ended_failed=Sum(
-                Case(When(status=ChunkStatus.FAILED, then=F("request_count") - F("completed")), default=F("failed"))
+            ended_failed=_counted(
+                "failed",
+                Case(When(status=ChunkStatus.FAILED, then=F("request_count") - F("completed")), default=F("failed")),
             ),
-            ended_not_run=Sum(
+            ended_not_run=_counted(
+                "not_run",
                 Case(
                     When(status=ChunkStatus.CANCELLED, then=F("request_count") - F("completed") - F("failed")),
                     default=Value(0),
-                )
+                ),
             ),
-            input_tokens=_tokens("prompt_tokens"),
-            output_tokens=_tokens("completion_tokens"),
+            input_tokens=_counted("input", Cast(KT("usage__prompt_tokens"), BigIntegerField())),
+            output_tokens=_counted("output", Cast(KT("usage__completion_tokens"), BigIntegerField())),
         )
         .order_by("batch__model")
     )

@@ -28,8 +28,8 @@ from django.db.utils import InterfaceError, OperationalError
 from jobs import storage
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus, File, FilePurpose
 from jobs.models.clock import Now
+from jobs.services import counters, jsonl, parts, queue
 from jobs.services import files as file_service
-from jobs.services import jsonl, parts, queue
 from jobs.services.jsonl import iter_lines
 from jobs.services.lifecycle import end_batch, error_list, mark_failing
 from jobs.services.parts import Part
@@ -234,6 +234,8 @@ def _send_back(batch: Batch, worker_id: str | None, chunks: list[Chunk]) -> bool
             fields: dict[str, Any] = dict(
                 parts=[p.to_json() for p in good], completed=completed, failed=failed, usage=parts.total_usage(good)
             )
+            if chunk.counted is None and chunk.status in counters.ENDED_CHUNKS:  # /metrics keeps counting these
+                fields["counted"] = counters.ended_figures(chunk)
             if chunk.status == ChunkStatus.DONE:
                 requeued = True
                 fields["worker"] = None

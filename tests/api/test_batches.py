@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from jobs.models import Batch, BatchStatus, Chunk, ChunkStatus
-from tests.conftest import CHAT_MODEL, chat_line, jsonl
+from tests.conftest import CHAT_MODEL, chat_line, housekeeper_pass, jsonl
 
 pytestmark = pytest.mark.django_db
 
@@ -162,11 +162,20 @@ def test_completion_windows_are_configurable(client, models, upload, limits):
     assert batch["expires_at"] - batch["created_at"] == 72 * 3600
 
 
-def test_cancelling_a_queued_batch_cancels_it_at_once(client, models, upload):
+def test_cancelling_a_queued_batch_answers_cancelling_at_once_and_the_housekeeper_ends_it(client, models, upload):
     batch = make(client, upload)
-    cancelled = client.post(f"/v1/batches/{batch['id']}/cancel").json()
-    assert cancelled["status"] == "cancelled" and cancelled["cancelled_at"] is not None
+    answer = client.post(f"/v1/batches/{batch['id']}/cancel").json()
+    # The request assembles nothing (issue 20 item 6): the finalize is left to a worker or the housekeeper.
+    assert answer["status"] == "cancelling" and answer["cancelling_at"] is not None
+    assert answer["cancelled_at"] is None and answer["error_file_id"] is None
     assert set(Chunk.objects.values_list("status", flat=True)) == {ChunkStatus.CANCELLED}
+    # Idempotent, as OpenAI's cancel is (a read hands the finalize over: it shows finalizing).
+    again = client.post(f"/v1/batches/{batch['id']}/cancel")
+    assert again.status_code == 200 and again.json()["status"] in ("cancelling", "finalizing")
+    assert Batch.objects.get(pk=batch["id"]).finalize_attempts == 0
+    housekeeper_pass()
+    cancelled = client.get(f"/v1/batches/{batch['id']}").json()
+    assert cancelled["status"] == "cancelled" and cancelled["cancelled_at"] is not None
     assert cancelled["request_counts"] == {"total": 3, "completed": 0, "failed": 3}
     assert cancelled["output_file_id"] is None
     content = b"".join(client.get(f"/v1/files/{cancelled['error_file_id']}/content").streaming_content)

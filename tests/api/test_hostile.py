@@ -11,7 +11,7 @@ import pytest
 
 from jobs.models import Batch, File
 from tests.api.conftest import assert_openai_error
-from tests.conftest import CHAT_MODEL, chat_line, jsonl, stored_files
+from tests.conftest import CHAT_MODEL, chat_line, housekeeper_pass, jsonl, stored_files
 
 pytestmark = pytest.mark.django_db
 
@@ -134,6 +134,8 @@ def test_a_stored_lone_surrogate_renders_in_list_retrieve_and_cancel(raw_client,
         # Escaped (\ud800), so the JSON is ASCII and a JSON parser gets the same text back.
         assert batch["metadata"] == {"k\udc00": "v\ud800 é"}
         assert response.content.isascii()
+    assert Batch.objects.get(pk=batch_id).status == "cancelling"
+    housekeeper_pass()  # its finalize writes the metadata into the event as well
     assert Batch.objects.get(pk=batch_id).status == "cancelled"
 
 

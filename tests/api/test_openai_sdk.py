@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from jobs.models import ApiKey, RegisteredModel
-from tests.conftest import CHAT_MODEL, chat_line, jsonl
+from tests.conftest import CHAT_MODEL, chat_line, jsonl, run_housekeeper_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +29,7 @@ def write(tmp_path: Path, lines: list[Any], name: str = "in.jsonl") -> Path:
     return path
 
 
-def test_files_and_batches_round_trip_through_the_sdk(sdk, tmp_path):
+def test_files_and_batches_round_trip_through_the_sdk(sdk, tmp_path, settings, live_server_process):
     path = write(tmp_path, [chat_line(i) for i in range(3)])
     file = sdk.files.create(file=path.open("rb"), purpose="batch")
     assert file.id.startswith("file-") and file.bytes == path.stat().st_size and file.purpose == "batch"
@@ -47,7 +47,10 @@ def test_files_and_batches_round_trip_through_the_sdk(sdk, tmp_path):
     # The queue fields come through the SDK as extra attributes.
     assert again.model_extra is not None and again.model_extra["queue_position"] == 1
 
-    cancelled = sdk.batches.cancel(batch.id)
+    cancelling = sdk.batches.cancel(batch.id)
+    assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
+    run_housekeeper_once(settings, live_server_process.data_dir, **live_server_process.storage.env)
+    cancelled = sdk.batches.retrieve(batch.id)
     assert cancelled.status == "cancelled" and cancelled.cancelled_at is not None
 
     assert sdk.files.delete(file.id).deleted is True

@@ -15,7 +15,7 @@ from jobs.engine.simulated import SimulatedEngine
 from jobs.models import Batch, BatchStatus, File, FilePurpose
 from jobs.services import files as file_service
 from jobs.worker import GpuWorker
-from tests.conftest import CHAT_MODEL, chat_line, jsonl, stored_files
+from tests.conftest import CHAT_MODEL, chat_line, housekeeper_pass, jsonl, stored_files
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,7 +72,9 @@ def test_retry_creates_a_batch_of_exactly_the_failed_lines_byte_for_byte(client,
 
 def test_a_cancelled_batch_retries_its_cancelled_lines(client, models, upload):
     original = create(client, upload, [chat_line(i) for i in range(4)])
-    assert client.post(f"/v1/batches/{original['id']}/cancel").json()["status"] == "cancelled"
+    assert client.post(f"/v1/batches/{original['id']}/cancel").json()["status"] == "cancelling"
+    housekeeper_pass()
+    assert client.get(f"/v1/batches/{original['id']}").json()["status"] == "cancelled"
     assert retry(client, original["id"], filter="failed").json()["error"]["code"] == "nothing_to_retry"
     assert retry(client, original["id"], filter="expired").status_code == 409
     new = retry(client, original["id"], filter="cancelled").json()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from jobs.models import Batch, RegisteredModel
-from tests.conftest import CHAT_MODEL, chat_line, jsonl
+from tests.conftest import CHAT_MODEL, chat_line, jsonl, run_housekeeper_once
 
 from .conftest import Cli
 
@@ -92,7 +92,7 @@ def test_submit_fills_in_the_model_and_sends_the_options(cli, tmp_path):
     assert [line["body"]["model"] for line in sent] == [CHAT_MODEL] * 3
 
 
-def test_status_list_cancel_download_and_retry_of_a_queued_batch(cli, tmp_path):
+def test_status_list_cancel_download_and_retry_of_a_queued_batch(cli, tmp_path, settings, live_server_process):
     batch_id = cli.run("submit", write(tmp_path / "in.jsonl", [chat_line(i) for i in range(4)])).stdout.strip()
     status = cli.run("status", batch_id)
     assert status.returncode == 0 and status.stdout.startswith(f"{batch_id}: in_progress, 0/4 done, 0 failed")
@@ -100,7 +100,10 @@ def test_status_list_cancel_download_and_retry_of_a_queued_batch(cli, tmp_path):
     listed = cli.run("list")
     assert listed.returncode == 0 and batch_id in listed.stdout and "in_progress" in listed.stdout
 
-    assert cli.run("cancel", batch_id).stdout.strip() == f"{batch_id}: cancelled"
+    assert cli.run("cancel", batch_id).stdout.strip() == f"{batch_id}: cancelling"
+    # The cancel left its finalize to the housekeeper (or a worker): one pass on the server's files.
+    run_housekeeper_once(settings, live_server_process.data_dir, **live_server_process.storage.env)
+    assert cli.run("status", batch_id).stdout.startswith(f"{batch_id}: cancelled")
     download = cli.run("download", batch_id, "--errors", "err.jsonl")
     assert download.returncode == 0, download.stderr
     errors = [json.loads(line) for line in (tmp_path / "err.jsonl").read_text().splitlines()]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from jobs.models import Batch, Chunk, File
-from tests.conftest import chat_line, jsonl, stored_files
+from tests.conftest import chat_line, housekeeper_pass, jsonl, stored_files
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +72,9 @@ def test_finished_batches_free_their_queue_slot(client, models, upload, limits):
     limits(max_queued_batches=1)
     file = upload(jsonl([chat_line(i) for i in range(2)]))
     first = create(client, file["id"]).json()
-    assert client.post(f"/v1/batches/{first['id']}/cancel").json()["status"] == "cancelled"
+    assert client.post(f"/v1/batches/{first['id']}/cancel").json()["status"] == "cancelling"
+    housekeeper_pass()  # ends it (the cancel leaves the finalize to a worker or the housekeeper)
+    assert Batch.objects.get(pk=first["id"]).status == "cancelled"
     assert create(client, file["id"]).status_code == 200
 
 

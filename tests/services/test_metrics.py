@@ -11,12 +11,22 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core.files.storage import default_storage
 from django.db.models import F
 from django.utils import timezone
 
 from jobs.engine.simulated import SimulatedEngine
-from jobs.models import Batch, DeliveryStatus, ModelLoad, RegisteredModel, WebhookAttempt, WebhookDelivery, Worker
-from jobs.services import metrics, queue
+from jobs.models import (
+    Batch,
+    Chunk,
+    DeliveryStatus,
+    ModelLoad,
+    RegisteredModel,
+    WebhookAttempt,
+    WebhookDelivery,
+    Worker,
+)
+from jobs.services import metrics, parts, queue, results
 from jobs.worker import GpuWorker
 from tests.conftest import CHAT_MODEL, chat_line, jsonl
 
@@ -84,6 +94,57 @@ def test_a_run_moves_the_queue_gauges_and_the_counters(client, upload, models, l
     assert (load.worker_id, load.device, load.model, load.replaced) == ("w-drain", "cuda:0", CHAT_MODEL, "")
     # The worker stopped: it is no longer counted.
     assert value(after, "batchsite_workers", state="idle", model="") == 0
+
+
+COUNTERS = [
+    ("batchsite_requests_total", {"outcome": "completed"}),
+    ("batchsite_requests_total", {"outcome": "failed"}),
+    ("batchsite_tokens_total", {"kind": "input"}),
+    ("batchsite_tokens_total", {"kind": "output"}),
+]
+
+
+def counter_values() -> list[float]:
+    samples = scrape()
+    return [value(samples, name, model=CHAT_MODEL, **labels) or 0 for name, labels in COUNTERS]
+
+
+def test_a_chunk_finalize_sends_back_neither_lowers_the_counters_nor_counts_its_lines_twice(
+    client, upload, models, limits, monkeypatch
+):
+    """Issue 20 item 4. The fault (chunk 0's part lost after its chunk ended) is injected here,
+    just before finalize checks the parts; the counters are read just before and just after
+    that check sends chunk 0 back, then once the rerun has ended the batch."""
+    limits(chunk_size=5)
+    lines = [chat_line(i) for i in range(10)]
+    lines[7]["body"]["sim_fail"] = 400
+    batch_id = make_batch(client, upload, lines)
+    send_back = results._send_back
+    seen: list[list[float]] = []
+
+    def lose_part_then_send_back(batch: Batch, worker_id: str | None, chunks: list[Any]) -> bool:
+        if not seen:  # the first finalize: both chunks ended and counted
+            seen.append(counter_values())
+            for part in parts.recorded(batch.chunks.get(index=0)):
+                for name in parts.names_of(batch_id, 0, part):
+                    default_storage.delete(name)
+        requeued = send_back(batch, worker_id, chunks)
+        if len(seen) == 1:
+            assert requeued and Chunk.objects.get(batch_id=batch_id, index=0).status == "pending"
+            seen.append(counter_values())
+        return requeued
+
+    monkeypatch.setattr(results, "_send_back", lose_part_then_send_back)
+    drain()
+    batch = Batch.objects.get(pk=batch_id)
+    assert batch.status == "completed" and (batch.completed, batch.failed) == (9, 1)
+    assert Chunk.objects.get(batch_id=batch_id, index=0).attempts == 2  # it did run again
+    first, sent_back, final = seen[0], seen[1], counter_values()
+    assert first[:2] == [9, 1] and first[3] > 0
+    # Counters only rise: the send-back lowers none of them.
+    assert all(b >= a for a, b in zip(first, sent_back, strict=True)), (first, sent_back)
+    # Each line counted once: the rerun of chunk 0's five lines adds nothing.
+    assert final == first, (first, final)
 
 
 def test_lines_of_a_cancelled_batch_that_never_ran_count_as_not_run(client, upload, models, limits):

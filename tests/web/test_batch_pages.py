@@ -11,7 +11,7 @@ from django.test import Client
 from jobs.engine.simulated import SimulatedEngine
 from jobs.models import Batch, BatchStatus, File
 from jobs.worker import GpuWorker
-from tests.conftest import chat_line, jsonl
+from tests.conftest import chat_line, housekeeper_pass, jsonl
 from tests.web.conftest import HOOK, submit
 
 pytestmark = pytest.mark.django_db
@@ -64,16 +64,18 @@ def test_staff_see_and_cancel_anyones_batch(web, staff_web, models):
     assert "<strong>alice</strong>'s batch" in page and "Cancel batch" in page
     assert staff_web.get(f"/batches/{batch.id}/files/input").status_code == 200
     response = staff_web.post(f"/batches/{batch.id}/cancel", follow=True)
-    assert response.status_code == 200 and b"The batch is cancelled." in response.content
+    assert response.status_code == 200 and b"Cancelling:" in response.content
+    housekeeper_pass()
     batch.refresh_from_db()
     assert batch.status == BatchStatus.CANCELLED
 
 
-def test_cancelling_a_queued_batch_from_its_page_ends_it_at_once(web, client, models):
+def test_cancelling_a_queued_batch_from_its_page_answers_at_once_and_the_housekeeper_ends_it(web, client, models):
     batch = make_batch(web, 3)
     response = web.post(f"/batches/{batch.id}/cancel", follow=True)
     page = response.content.decode()
-    assert "The batch is cancelled." in page and "Cancel batch" not in page
+    assert "Cancelling:" in page and "Cancel batch" not in page
+    housekeeper_pass()
     assert client.get(f"/v1/batches/{batch.id}").json()["status"] == "cancelled"
     # The cancelled lines are in the error file, downloadable from the page.
     lines = b"".join(web.get(f"/batches/{batch.id}/files/error").streaming_content).splitlines()
@@ -128,6 +130,7 @@ def test_downloads_of_missing_expired_or_unknown_files_are_not_found(web, client
     assert web.get(f"/batches/{batch.id}/files/input").status_code == 404  # expired, not yet swept
     File.objects.filter(pk=batch.input_file_id).update(expires_at=None)
     web.post(f"/batches/{batch.id}/cancel")
+    housekeeper_pass()  # ends it: the input of a running batch cannot be deleted
     assert client.delete(f"/v1/files/{batch.input_file_id}").status_code == 200
     assert web.get(f"/batches/{batch.id}/files/input").status_code == 404
     assert web.get(f"/batches/{batch.id}").status_code == 200  # the page still renders
@@ -148,7 +151,8 @@ def test_the_webhook_and_its_delivery_state_are_followed_until_the_event_is_out(
     batch = make_batch(web, webhook_url=HOOK)
     live = web.get(f"/batches/{batch.id}/live").content.decode()
     assert '<span class="status status-pending">pending</span>' in live
-    web.post(f"/batches/{batch.id}/cancel")  # the batch ends: its event is written to the outbox
+    web.post(f"/batches/{batch.id}/cancel")
+    housekeeper_pass()  # the batch ends: its event is written to the outbox
     delivery = WebhookDelivery.objects.get(batch=batch)
     live = web.get(f"/batches/{batch.id}/live").content.decode()
     assert "cancelled" in live and 'hx-trigger="every 2s"' in live  # still following: the event is not out
@@ -186,6 +190,7 @@ def test_the_list_pages_and_filters_by_status(web, models, limits):
     limits(max_queued_batches=100, user_max_queued_batches=100)
     made = [make_batch(web, 1) for _ in range(27)]
     web.post(f"/batches/{made[0].id}/cancel")
+    housekeeper_pass()
     first = web.get("/batches").content.decode()
     assert "Page 1 of 2 · 27 batches" in first
     assert made[-1].id in first and made[0].id not in first  # newest first

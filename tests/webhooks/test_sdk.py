@@ -1,4 +1,4 @@
-"""webhook_url through the official openai SDK against the real web server: refusals and the API-cancel event."""
+"""webhook_url through the official openai SDK against the real web server: refusals and the cancel's event."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from jobs.models import ApiKey, Batch, RegisteredModel, WebhookDelivery
-from tests.conftest import CHAT_MODEL, chat_line, jsonl
+from tests.conftest import CHAT_MODEL, chat_line, jsonl, run_housekeeper_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,7 +21,9 @@ def sdk(live_server_process: Any, transactional_db: Any, django_user_model: Any)
     return openai.OpenAI(base_url=live_server_process.url + "/v1", api_key=ApiKey.generate(user)[1], max_retries=0)
 
 
-def test_the_sdk_gets_a_400_naming_webhook_url_and_a_cancel_in_the_server_writes_the_event(sdk, tmp_path: Path):
+def test_the_sdk_gets_a_400_naming_webhook_url_and_a_cancel_writes_the_event(
+    sdk, tmp_path: Path, settings: Any, live_server_process: Any
+):
     path = tmp_path / "in.jsonl"
     path.write_bytes(jsonl([chat_line(i) for i in range(2)]))
     file = sdk.files.create(file=path.open("rb"), purpose="batch")
@@ -36,8 +38,10 @@ def test_the_sdk_gets_a_400_naming_webhook_url_and_a_cancel_in_the_server_writes
     batch = sdk.batches.create(**create, extra_body={"webhook_url": "https://hooks.example.test/batches"})
     assert batch.model_extra["webhook_url"] == "https://hooks.example.test/batches"
     assert batch.model_extra["webhook_status"] == "pending"
-    assert sdk.batches.cancel(batch.id).status == "cancelled"
-    # Written by the server process, in the cancel's transaction.
+    assert sdk.batches.cancel(batch.id).status == "cancelling"  # answered at once (issue 20 item 6)
+    # The housekeeper ends it on the server's files; the event is written in that end's transaction.
+    run_housekeeper_once(settings, live_server_process.data_dir, **live_server_process.storage.env)
+    assert sdk.batches.retrieve(batch.id).status == "cancelled"
     delivery = WebhookDelivery.objects.get(batch_id=batch.id)
     assert delivery.event_type == "batch.cancelled" and delivery.url == "https://hooks.example.test/batches"
     assert sdk.batches.retrieve(batch.id).model_extra["webhook_status"] == "pending"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.core.files.storage import default_storage
@@ -15,7 +14,7 @@ from django.utils import timezone
 
 from jobs.models import Batch, Chunk, ChunkStatus, File, Worker
 from jobs.models.clock import ago
-from tests.conftest import chat_line, run_housekeeper_once, start_worker
+from tests.conftest import chat_line, housekeeper_pass, run_housekeeper_once, start_worker
 from tests.worker.common import FAST, SIM, assert_every_line_once, finish, lines_of, make_batch, status, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,24 +103,24 @@ def test_a_worker_that_lost_its_chunk_cannot_overwrite_the_winners_part(client, 
     assert chunk.worker_id == "winner" and chunk.attempts == 2 and [part["fence"] for part in chunk.parts] == [2]
 
 
-def test_a_cancel_finishing_a_batch_is_not_taken_over_by_a_worker(client, models, upload, settings, slow_finalize):
+def test_a_housekeeper_finishing_a_cancel_is_not_taken_over_by_a_worker(
+    client, models, upload, settings, slow_finalize
+):
     batch_id = make_batch(client, upload, 20)
-    slow_finalize(3.0)  # the API's finalize takes a while
-    answer: dict[str, Any] = {}
-
-    def cancel() -> None:
-        answer.update(client.post(f"/v1/batches/{batch_id}/cancel").json())
-
-    api = threading.Thread(target=cancel)
-    api.start()
-    wait_for(lambda: status(batch_id) == "finalizing", what="the API to start finalizing")
+    # The cancel answers at once and assembles nothing (issue 20 item 6).
+    assert client.post(f"/v1/batches/{batch_id}/cancel").json()["status"] == "cancelling"
+    slow_finalize(3.0)  # the housekeeper's finalize takes a while
+    keeper = threading.Thread(target=housekeeper_pass)
+    keeper.start()
+    wait_for(lambda: status(batch_id) == "finalizing", what="the housekeeper to start finalizing")
     worker = start_worker(settings, *SIM, **{**FAST, "BATCHSITE_STALE_AFTER_SECONDS": "30"})
-    api.join(timeout=30)
+    keeper.join(timeout=30)
     assert finish(worker) == 0
     batch = Batch.objects.get(pk=batch_id)
-    assert answer["status"] == "cancelled" == batch.status
-    assert batch.finalizer_id is None  # the API's finalize ended it; the worker did not take it over
-    assert {e["error"]["code"] for e in lines_of(batch.error_file_id)} == {"batch_cancelled"}
+    assert batch.status == "cancelled" and batch.finalize_attempts == 0
+    assert batch.finalizer_id is None  # the housekeeper's finalize ended it; the worker did not take it over
+    codes = [e["error"]["code"] for e in lines_of(batch.error_file_id)]
+    assert codes == ["batch_cancelled"] * 20  # every line once: nobody assembled it twice
 
 
 def test_a_finalize_whose_finalizer_died_is_taken_over_by_the_housekeeper_and_not_by_a_get(

@@ -17,7 +17,7 @@ from django.utils import timezone
 from jobs.models import Batch, Chunk, ChunkStatus, ModelMeasure, RegisteredModel, Worker
 from jobs.services import scheduling
 from jobs.services.scheduling import plan as plan_module
-from tests.conftest import CHAT_MODEL, EMBED_MODEL, chat_line, jsonl
+from tests.conftest import CHAT_MODEL, EMBED_MODEL, chat_line, housekeeper_pass, jsonl
 
 pytestmark = pytest.mark.django_db
 
@@ -202,6 +202,7 @@ def test_finished_expired_and_cancelled_batches_have_no_position_or_eta(client, 
     expired, cancelled, done = (create(client, upload)["id"] for _ in range(3))
     Batch.objects.filter(pk=expired).update(expires_at=timezone.now() - timedelta(seconds=1))
     client.post(f"/v1/batches/{cancelled}/cancel")
+    housekeeper_pass()  # ends the cancelled one (and the expired one)
     Batch.objects.filter(pk=done).update(status="completed")
     scheduling.queue_plan(refresh=True)
     for batch_id in (expired, cancelled, done):
