@@ -18,7 +18,7 @@ from jobs.models import ENDPOINT_KINDS, Batch, BatchStatus, Chunk, ChunkStatus, 
 from jobs.models.clock import Now
 from jobs.models.ids import could_be_id
 from jobs.services import files as file_service
-from jobs.services import lifecycle, parts, quotas, skipped, validation_child
+from jobs.services import lifecycle, parts, quotas, skipped, stranded, validation_child
 from jobs.services.expiry import expire_overdue
 from jobs.services.safe_json import has_lone_surrogate, shown
 from jobs.services.validation import Catalog, ValidationResult
@@ -210,9 +210,11 @@ def _create(owner: Any, input_file: File, req: BatchRequest) -> Batch:
                 raise
             Batch.objects.filter(pk=batch.pk).update(failed=batch.failed)
     if result.bad and not Chunk.objects.filter(batch=batch).exclude(status=ChunkStatus.DONE).exists():
-        # Every line was bad: nothing to run, so it ends now (completed, every line failed),
-        # as a batch whose lines all failed in the engine does.
-        return finalize(batch.id, None) or Batch.objects.get(pk=batch.pk)
+        # Every line was bad: nothing to run. It is handed to the next worker or housekeeper to
+        # finalize (completed, every line failed, as when every line fails in the engine); the
+        # API answers at once and never assembles a batch in the request (stranded.py).
+        stranded.hand_over(batch.id)
+        return Batch.objects.get(pk=batch.pk)
     return batch
 
 
