@@ -16,7 +16,7 @@ from jobs.services import batches as batch_service
 from jobs.services import files as file_service
 from jobs.services import quotas
 from jobs.services.batches import BatchRequest
-from tests.conftest import CHAT_MODEL, chat_line, jsonl
+from tests.conftest import CHAT_MODEL, chat_line, housekeeper_pass, jsonl
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("models")]
 
@@ -75,6 +75,7 @@ def test_usage_counts_active_batches_their_lines_and_live_files(limits):
     submit(alice, lines=2)
     submit(bob, lines=7)
     batch_service.cancel_batch(first)
+    housekeeper_pass()  # nothing of it ran: the housekeeper ends the cancel
     usage = quotas.usage_for(alice)
     assert (usage.queued_batches, usage.queued_requests) == (1, 2)
     assert usage.stored_bytes == sum(File.objects.filter(owner=alice).values_list("bytes", flat=True))
