@@ -34,7 +34,6 @@ class FeedOwner(Protocol):
     id: str
     stopping: threading.Event
     progress_every: float
-    poll: float
     watch: HangWatch
 
     def close_run(self, run: ChunkRun, count_attempt: bool = False, reason: str = "") -> None: ...
@@ -168,7 +167,6 @@ class Feeder:
         # engine's own queue, where a chunk claimed next (another user's, under fair share)
         # would wait behind them; claimed a moment later, they run no later.
         self.ahead_limit = max(1, runs_at_once or window)
-        self._poll_at = 0.0  # while the last lines drain: when to look for new work again
 
     def __iter__(self) -> Feeder:
         return self
@@ -195,11 +193,10 @@ class Feeder:
                 if self._next_chunk is None and self.in_flight and self._hold_back():
                     return NOT_YET
                 if not self._open_next():
-                    if self.in_flight:
-                        # Nothing to claim while lines still run: look again in a poll's time
-                        # (work that arrives meanwhile joins the running engine, no drain).
-                        self._poll_at = time.monotonic() + self.worker.poll
-                        return NOT_YET
+                    # Nothing to claim: the engine drains, and the worker's loop claims anew.
+                    # (Polling here while the last lines run would let new work join the
+                    # running engine, but the queue's ETAs model a worker's chunks as run
+                    # one after another, and overlapped runs made them wrong: not yet.)
                     self.finished = True
                     raise StopIteration
                 continue  # opened, or dropped (its input unreadable): look again
@@ -232,8 +229,8 @@ class Feeder:
             return request
 
     def _hold_back(self) -> bool:
-        """Not yet time to claim: the engine has enough to run, or the last look found nothing."""
-        return len(self.in_flight) >= self.ahead_limit or time.monotonic() < self._poll_at
+        """Not yet time to claim: the engine has as many lines as it runs at once."""
+        return len(self.in_flight) >= self.ahead_limit
 
     def _open_next(self) -> bool:
         chunk = self._next_chunk

@@ -36,8 +36,7 @@ class EngineRequest:
 
 # A request source may yield NOT_YET: it has no request now but may have one
 # later (the worker's feeder, holding back its next claim while the engine has
-# enough to run, or polling for new work while the last lines drain). The
-# engine stops filling its window until its next result and asks again then.
+# as many lines as it runs at once). The engine stops filling its window until its next result and asks again then.
 # A source yields it only while requests are in flight, so the engine always
 # has a result coming to wait on. Compared by identity.
 NOT_YET = EngineRequest("", "", {}, tag="not-yet")
