@@ -120,6 +120,18 @@ def other_client(db: Any) -> APIClient:
 
 
 @pytest.fixture
+def staff(db: Any) -> Any:
+    """A browser signed in to the admin as a superuser (the admin pages' tests)."""
+    from django.http import HttpRequest
+    from django.test import Client
+
+    get_user_model().objects.create_superuser("admin", "admin@example.test", "pw-admin-123")
+    browser = Client()
+    assert browser.login(request=HttpRequest(), username="admin", password="pw-admin-123")
+    return browser
+
+
+@pytest.fixture
 def models(db: Any) -> None:
     """Registry rows for the demo models (no engine is loaded by API tests)."""
     RegisteredModel.objects.create(name=CHAT_MODEL, source="/models/smollm2", endpoints=["chat", "completions"])

@@ -1,22 +1,11 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.http import HttpRequest
-from django.test import Client
 
 from jobs.models import ApiKey, Batch
 from tests.conftest import chat_line, housekeeper_pass, jsonl
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff() -> Client:
-    get_user_model().objects.create_superuser("admin", "admin@example.test", "pw-admin-123")
-    browser = Client()
-    assert browser.login(request=HttpRequest(), username="admin", password="pw-admin-123")
-    return browser
 
 
 @pytest.mark.parametrize("model", ["chunk", "file", "registeredmodel", "worker", "modelloadfailure", "apikey"])

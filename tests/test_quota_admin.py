@@ -5,21 +5,11 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.http import HttpRequest
-from django.test import Client
 
 from jobs.models import Quota
 from tests.conftest import chat_line, jsonl
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff() -> Client:
-    get_user_model().objects.create_superuser("admin", "admin@example.test", "pw-admin-123")
-    browser = Client()
-    assert browser.login(request=HttpRequest(), username="admin", password="pw-admin-123")
-    return browser
 
 
 def inline_form(prefix: str, **values: str) -> dict[str, str]:

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.admin.utils import quote
-from django.contrib.auth import get_user_model
-from django.http import HttpRequest
-from django.test import Client
 
 from jobs.models import DeliveryStatus, WebhookDelivery
 from jobs.webhooks.sender import Sender
 from tests.webhooks.conftest import Reply, create_batch
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff() -> Client:
-    get_user_model().objects.create_superuser("admin", "admin@example.test", "pw-admin-123")
-    browser = Client()
-    assert browser.login(request=HttpRequest(), username="admin", password="pw-admin-123")
-    return browser
 
 
 def test_the_admin_lists_deliveries_shows_attempts_and_redelivers_now(
