@@ -211,6 +211,25 @@ class LiveServer:
         return int(self.process.pid)
 
 
+def wait_serving(url: str, process: Any, why: Any, timeout: float = 60) -> None:
+    """Until the web server at ``url`` answers (its 401 to a keyless GET /v1/models); raise
+    RuntimeError with ``why`` (a message, or a callable giving one) if it exits or is too slow."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url + "/v1/models", timeout=2)
+        except urllib.error.HTTPError:
+            return  # 401: it is up
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(why() if callable(why) else why) from None
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def live_server_process(
     django_db_setup: Any,
@@ -223,8 +242,6 @@ def live_server_process(
     a real server process, one per session."""
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     port = free_port()
     data_dir = tmp_path_factory.mktemp("server-data")
@@ -252,16 +269,7 @@ def live_server_process(
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/v1/models", timeout=2)
-        except urllib.error.HTTPError:
-            break  # 401: it is up
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("batchsite.serve did not start") from None
-            time.sleep(0.2)
+    wait_serving(url, process, "batchsite.serve did not start")
     yield LiveServer(url, process, data_dir, storage)
     process.terminate()
     process.wait(timeout=30)

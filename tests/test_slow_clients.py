@@ -13,9 +13,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,7 @@ import pytest
 
 from bench import slow_clients
 from tests.api.test_chunked import BOUNDARY, CHAT_MODEL, chat_line, jsonl, multipart, pieces
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_serving
 
 UPLOAD_LIMIT = 4 * 1024 * 1024
 
@@ -78,15 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with log.open("wb") as out:
         process = subprocess.Popen(web_command(bind), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://{bind}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/v1/models", timeout=2)
-        except urllib.error.HTTPError:
-            break  # 401: it is up
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+    wait_serving(url, process, log.read_text)
     yield Server(url, key, log)
     process.terminate()
     process.wait(timeout=30)
