@@ -165,6 +165,16 @@ def upload(client: APIClient) -> Callable[..., dict[str, Any]]:
     return do
 
 
+def create_batch(api: APIClient, upload: Callable[..., dict[str, Any]], lines: list[Any], **extra: Any) -> str:
+    """Upload ``lines`` as ``api``'s user and create a chat batch of them (``extra``: more create
+    fields); the batch's id."""
+    file = upload(jsonl(lines), api=api)
+    body = {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h", **extra}
+    response = api.post("/v1/batches", body, format="json")
+    assert response.status_code == 200, response.content
+    return str(response.json()["id"])
+
+
 @pytest.fixture
 def limits(settings: Any) -> Callable[..., None]:
     """Override some of settings.BATCHSITE for one test."""

@@ -16,20 +16,13 @@ from django.contrib.auth import get_user_model
 from jobs.models import Batch, Chunk, Quota, Worker, WorkerTime
 from jobs.models.clock import db_now
 from jobs.services import queue, share, share_report
-from tests.conftest import chat_line, jsonl
+from tests.conftest import chat_line, create_batch
 
 pytestmark = pytest.mark.django_db
 
 
 def create(api: Any, upload: Any, n: int = 4) -> str:
-    file = upload(jsonl([chat_line(i) for i in range(n)]), api=api)
-    response = api.post(
-        "/v1/batches",
-        {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
-        format="json",
-    )
-    assert response.status_code == 200, response.content
-    return str(response.json()["id"])
+    return create_batch(api, upload, [chat_line(i) for i in range(n)])
 
 
 def run_claim(worker_id: str, seconds: float) -> Chunk:

@@ -10,18 +10,14 @@ import pytest
 
 from jobs.models import Batch, Chunk
 from tests.api.test_invalid_lines import LONG, mixed
-from tests.conftest import chat_line, jsonl, start_worker
+from tests.conftest import chat_line, create_batch, start_worker
 from tests.worker.common import FAST, SIM, finish, lines_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def create_skipping(client: Any, upload: Any, lines: list[Any]) -> str:
-    file = upload(jsonl(lines))
-    body = {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
-    response = client.post("/v1/batches", {**body, "invalid_lines": "skip"}, format="json")
-    assert response.status_code == 200, response.content
-    return str(response.json()["id"])
+    return create_batch(client, upload, lines, invalid_lines="skip")
 
 
 def test_the_valid_lines_run_and_every_bad_line_is_in_the_error_file_once(client, models, upload, limits, settings):
@@ -61,9 +57,7 @@ def test_a_line_past_a_line_limit_lowered_after_acceptance_ends_in_the_error_fil
     # Accepted under the default limit; the worker then runs with a limit the line breaks.
     lines = [chat_line(0), chat_line(1), chat_line(2)]
     lines[1]["body"]["messages"][0]["content"] = "x" * 400
-    file = upload(jsonl(lines))
-    body = {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
-    batch_id = client.post("/v1/batches", body, format="json").json()["id"]
+    batch_id = create_batch(client, upload, lines)
     worker = start_worker(settings, *SIM, **FAST, BATCHSITE_MAX_LINE_BYTES="300")
     assert finish(worker) == 0
     batch = Batch.objects.get(pk=batch_id)

@@ -14,7 +14,7 @@ import pytest
 from jobs.models import Batch, Chunk, Priority, RegisteredModel, Worker
 from jobs.models.quotas import ShareUsage
 from jobs.services import queue, share
-from tests.conftest import CHAT_MODEL, chat_line, jsonl
+from tests.conftest import CHAT_MODEL, chat_line, create_batch
 
 pytestmark = pytest.mark.django_db
 
@@ -27,14 +27,7 @@ def other_model(models: Any) -> None:
 
 
 def create(api: Any, upload: Any, model: str = CHAT_MODEL, n: int = 4) -> str:
-    file = upload(jsonl([chat_line(i, model=model) for i in range(n)]), api=api)
-    response = api.post(
-        "/v1/batches",
-        {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
-        format="json",
-    )
-    assert response.status_code == 200, response.content
-    return str(response.json()["id"])
+    return create_batch(api, upload, [chat_line(i, model=model) for i in range(n)])
 
 
 def drain(worker_id: str) -> list[str]:
