@@ -9,13 +9,13 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from jobs.errors import BatchsiteError, NotFound
-from jobs.models import Batch, BatchStatus
-from jobs.services import access, scheduling
+from jobs.models import Batch, BatchStatus, ChunkStatus
+from jobs.services import access, partial, scheduling
 from jobs.services import files as file_service
 from jobs.services import retry as retry_service
 from jobs.services.objects import batch_object
@@ -102,8 +102,11 @@ def batch_cancel(request: HttpRequest, batch_id: str) -> HttpResponse:
     else:
         if batch.status == BatchStatus.CANCELLED:
             messages.success(request, "The batch is cancelled.")
-        else:
+        elif batch.chunks.filter(status=ChunkStatus.RUNNING).exists():
             messages.success(request, "Cancelling: the requests already running finish, the rest are skipped.")
+        else:
+            # Nothing was running: no request finishes, the batch ends on the housekeeper's next pass.
+            messages.success(request, "Cancelling: none of its requests had started; it ends in a moment.")
     return redirect("batch", batch_id=batch_id)
 
 
@@ -139,6 +142,17 @@ def batch_download(request: HttpRequest, batch_id: str, kind: str) -> FileRespon
         as_attachment=True,
         filename=file.filename,
     )
+
+
+@login_required
+def batch_results(request: HttpRequest, batch_id: str, kind: str) -> StreamingHttpResponse:
+    """Results so far while the batch runs (the same service as GET /v1/batches/{id}/results)."""
+    if kind not in partial.FILES:
+        raise Http404("No such results.")
+    batch = _visible(request, batch_id)
+    response = StreamingHttpResponse(partial.lines(batch, kind), content_type="application/jsonl")
+    response["Content-Disposition"] = f'attachment; filename="{batch.id}_{kind}_so_far.jsonl"'
+    return response
 
 
 @login_required

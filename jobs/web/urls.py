@@ -23,6 +23,7 @@ urlpatterns = [
     path("batches/<str:batch_id>/cancel", batches.batch_cancel, name="batch-cancel"),
     path("batches/<str:batch_id>/retry", batches.batch_retry, name="batch-retry"),
     path("batches/<str:batch_id>/files/<str:kind>", batches.batch_download, name="batch-file"),
+    path("batches/<str:batch_id>/results/<str:kind>", batches.batch_results, name="batch-results"),
     path("keys", keys.keys_page, name="keys"),
     path("keys/<int:key_id>/revoke", keys.key_revoke, name="key-revoke"),
     path("keys/webhook-secret/rotate", keys.webhook_secret_rotate, name="webhook-secret-rotate"),

@@ -9,7 +9,8 @@ import pytest
 from django.test import Client
 
 from jobs.engine.simulated import SimulatedEngine
-from jobs.models import Batch, BatchStatus, File
+from jobs.models import Batch, BatchStatus, Chunk, File
+from jobs.services import parts, results
 from jobs.worker import GpuWorker
 from tests.conftest import chat_line, housekeeper_pass, jsonl
 from tests.web.conftest import HOOK, submit
@@ -220,3 +221,35 @@ def test_a_stored_file_row_without_bytes_is_a_404_not_a_500(web, models, setting
     web.post(f"/batches/{batch.id}/cancel")
     File.objects.filter(pk=batch.input_file_id).update(storage_name="gone/away.jsonl")
     assert web.get(f"/batches/{batch.id}/files/input").status_code == 404
+
+
+def test_a_running_batch_offers_its_results_so_far_from_its_page(web, bob_web, models):
+    """The page's "Download results so far" link (issue 19 item 1): the same lines as
+    GET /v1/batches/{id}/results, here a chunk's recorded part while the batch still runs."""
+    batch = make_batch(web, 3)
+    ok = results.result_line("req-0", 200, "r0", {"ok": True})
+    bad = results.error_line("req-1", "invalid_line", "Line 2 is not valid.")
+    part = parts.write(batch.id, 0, 1, [ok], [bad], [0, 1], {})
+    Chunk.objects.filter(batch=batch, index=0).update(parts=[part.to_json()], fence=2)
+    page = web.get(f"/batches/{batch.id}/live").content.decode()
+    assert f'href="/batches/{batch.id}/results/output"' in page and "Download results so far" in page
+    output = web.get(f"/batches/{batch.id}/results/output")
+    assert output["Content-Disposition"] == f'attachment; filename="{batch.id}_output_so_far.jsonl"'
+    assert b"".join(output.streaming_content) == ok
+    assert b"".join(web.get(f"/batches/{batch.id}/results/error").streaming_content) == bad
+    # Hostile kinds and other users' batches are not found; a finished batch no longer offers it.
+    for path in (
+        f"/batches/{batch.id}/results/input",
+        f"/batches/{batch.id}/results/%ED%A0%80",
+        "/batches/batch_nope/results/output",
+    ):
+        assert web.get(path).status_code == 404, path
+    assert bob_web.get(f"/batches/{batch.id}/results/output").status_code == 404
+    Batch.objects.filter(pk=batch.pk).update(status=BatchStatus.CANCELLED)
+    assert "results so far" not in web.get(f"/batches/{batch.id}/live").content.decode()
+
+
+def test_cancelling_with_nothing_running_does_not_promise_running_requests(web, models):
+    batch = make_batch(web, 2)
+    page = web.post(f"/batches/{batch.id}/cancel", follow=True).content.decode()
+    assert "none of its requests had started" in page and "already running finish" not in page
