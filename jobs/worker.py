@@ -270,7 +270,10 @@ class GpuWorker:
                 batch.pk, self.id, "model_not_found", f"The model {batch.model!r} is no longer registered or enabled."
             )
             return
-        spec = ModelSpec(entry.name, entry.source, tuple(entry.endpoints), dict(entry.engine_options))
+        options = dict(entry.engine_options)
+        if self.devices is not None:
+            options = self.devices.engine_options(options)
+        spec = ModelSpec(entry.name, entry.source, tuple(entry.endpoints), options)
         try:
             self.load(spec)
         except ModelLoadError as exc:

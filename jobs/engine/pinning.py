@@ -12,6 +12,11 @@ A model registered with ``tensor_parallel_size`` x ``pipeline_parallel_size``
 (x ``data_parallel_size``) GPUs needs a worker with exactly that many devices:
 ``refusal`` says why a worker does not take it, and the worker leaves its
 batches to one that fits.
+
+A Ray fleet's group worker (``Devices("group", size=N)``, jobs/fleet/groups.py) holds no GPU
+itself: it runs N-GPU models with vLLM's Ray executor, whose workers take the GPUs of the Ray
+placement group the fleet made for it (possibly on several hosts), so ``engine_options`` adds
+``distributed_executor_backend="ray"`` for it.
 """
 
 from __future__ import annotations
@@ -36,26 +41,29 @@ class DeviceError(ValueError):
 
 @dataclass(frozen=True)
 class Devices:
-    kind: Literal["auto", "cpu", "cuda"]
+    kind: Literal["auto", "cpu", "cuda", "group"]
     gpus: tuple[str, ...] = ()  # as CUDA_VISIBLE_DEVICES takes them: indexes or GPU-/MIG- UUIDs
+    size: int = 0  # a group's GPUs (the placement group's bundles), for kind "group"
 
     @property
     def label(self) -> str:
         """What the Worker row (and the dashboard) shows: cpu, cuda:0, cuda:0,1, or auto."""
         if self.kind == "cuda":
             return "cuda:" + ",".join(self.gpus)
+        if self.kind == "group":
+            return f"ray-group:{self.size}"
         return self.kind
 
     @property
     def monitored(self) -> str:
         """The device whose status the worker publishes (jobs/engine/devices.py), as CUDA numbers it
         inside this process: once pinned, the engine's first GPU is cuda:0 whatever its physical index."""
-        return {"auto": "", "cpu": "cpu", "cuda": "cuda:0"}[self.kind]
+        return {"auto": "", "cpu": "cpu", "cuda": "cuda:0", "group": ""}[self.kind]
 
     @property
     def count(self) -> int | None:
         """Devices the engine gets; None when unpinned (whatever vLLM finds)."""
-        return {"auto": None, "cpu": 1, "cuda": len(self.gpus)}[self.kind]
+        return {"auto": None, "cpu": 1, "cuda": len(self.gpus), "group": self.size}[self.kind]
 
     def environment(self) -> dict[str, str]:
         """The variables ``pin`` sets for the engine."""
@@ -64,7 +72,15 @@ class Devices:
             return {"CUDA_VISIBLE_DEVICES": ""}
         if self.kind == "cuda":
             return {"CUDA_VISIBLE_DEVICES": ",".join(self.gpus), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-        return {}
+        return {}  # auto: what vLLM finds; group: Ray gives each of vLLM's workers its GPU
+
+    def engine_options(self, options: Any) -> Any:
+        """A model's engine options as this worker's engine gets them: a group worker's engine
+        spreads the model over its placement group with vLLM's Ray executor (vLLM picks up the
+        group of the Ray actor it is created in: EngineArgs.create_engine_config)."""
+        if self.kind == "group" and isinstance(options, dict):
+            return {**options, "distributed_executor_backend": "ray"}
+        return options
 
     def refusal(self, model: str, engine_options: Any) -> str | None:
         """Why this worker does not run ``model``; None if it fits (or cannot be told before loading)."""
@@ -75,6 +91,8 @@ class Devices:
         if isinstance(engine_options, dict) and "data_parallel_size" in engine_options:
             sizes += f" x data_parallel_size={_option(engine_options, 'data_parallel_size')}"
         has = "the CPU" if self.kind == "cpu" else f"{self.count} GPU{'s' if self.count != 1 else ''} ({self.label})"
+        if self.kind == "group":
+            return f"model {model!r} needs {needed} GPU{'s' if needed != 1 else ''} ({sizes}); this group has {has}"
         return (
             f"model {model!r} needs {needed} GPU{'s' if needed != 1 else ''} ({sizes}) but this worker has {has}; "
             "leaving its batches to a worker whose --devices fit"
@@ -164,7 +182,7 @@ def cuda_initialised(modules: Mapping[str, Any] | None = None) -> bool:
 
 def check_platform(devices: Devices) -> None:
     """Refuse a device vLLM's installed build cannot use (run before loading, with vLLM importable)."""
-    if devices.kind == "auto":
+    if devices.kind in ("auto", "group"):  # a group's GPUs are on the nodes of its Ray workers
         return
     from .options import has_gpu
 

@@ -27,7 +27,7 @@ log = logging.getLogger("batchsite.worker")
 class FleetWorker:
     """The actor class; ray_fleet wraps it with ``ray.remote`` (so importing it needs no Ray)."""
 
-    def __init__(self, slot: str, engine: str, cpu: bool) -> None:
+    def __init__(self, slot: str, engine: str, cpu: bool, group_size: int = 0) -> None:
         import django
         import ray
 
@@ -44,8 +44,13 @@ class FleetWorker:
         address = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == self.node_id), "")
         self.node = f"{address or ray.util.get_node_ip_address()} {self.node_id[:12]}"
         gpus = tuple(str(g) for g in ray.get_gpu_ids())
-        devices = pinning.Devices("cpu") if cpu or not gpus else pinning.Devices("cuda", gpus)
-        pinning.pin(devices)
+        if group_size:
+            # A group worker (jobs/fleet/groups.py): no GPU of its own, vLLM's Ray workers take the
+            # placement group's; nothing to pin here.
+            devices = pinning.Devices("group", size=group_size)
+        else:
+            devices = pinning.Devices("cpu") if cpu or not gpus else pinning.Devices("cuda", gpus)
+            pinning.pin(devices)
         instance = import_string(engine)()
         self.worker = GpuWorker(
             instance,

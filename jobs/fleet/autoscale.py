@@ -12,6 +12,7 @@ the nodes back once the fleet's workers there have drained.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from jobs.models import Batch, BatchStatus, Chunk
@@ -30,9 +31,10 @@ def wanted_workers(queued: int, chunks_per_worker: int, max_workers: int | None)
     return wanted if max_workers is None else min(wanted, max_workers)
 
 
-def request(workers: int, bundle: dict[str, float]) -> None:
-    """Ask the autoscaler for room for ``workers`` workers (0: withdraw the request)."""
+def request(workers: int, bundle: dict[str, float], extra: Sequence[dict[str, float]] = ()) -> None:
+    """Ask the autoscaler for room for ``workers`` workers and the group workers' GPUs
+    (``extra`` bundles; nothing at all: withdraw the request)."""
     from ray.autoscaler.sdk import request_resources
 
-    bundles: list[dict[str, Any]] = [dict(bundle) for _ in range(workers)]
+    bundles: list[dict[str, Any]] = [dict(bundle) for _ in range(workers)] + [dict(b) for b in extra]
     request_resources(bundles=bundles)

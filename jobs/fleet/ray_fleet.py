@@ -10,6 +10,9 @@ new incarnation registers a new worker; the dead one's chunks come back through 
 and the fences, as for any dead worker). An actor of a node that left cannot restart there: the
 fleet forgets it and the node's place is taken by the nodes that remain or join.
 
+Models on more than one GPU get a placement group and a group worker of their own
+(jobs/fleet/groups.py); the GPUs the groups hold are taken from the one-GPU workers' share.
+
 The actors are owned by this process (not detached): if the driver dies, Ray ends them too, so a
 fleet never leaves workers behind without someone who can stop them. The driver also runs the
 periodic jobs (webhooks, expiry), so they go on while ``--autoscale`` has no worker up.
@@ -31,7 +34,7 @@ from typing import Any
 
 from django.conf import settings
 
-from jobs.fleet import autoscale
+from jobs.fleet import autoscale, groups
 from jobs.fleet.actor import FleetWorker
 from jobs.housekeeper import Housekeeper
 
@@ -59,6 +62,9 @@ class Slot:
     handle: Any
     drain: Any = None  # the stop() call's ref while it drains
     started: float = field(default_factory=time.monotonic)
+    group: Any = None  # a group worker's placement group (jobs/fleet/groups.py)
+    size: int = 1  # GPUs it holds
+    idle_since: float | None = None  # a group worker's: since when no queued work needs its size
 
 
 class Fleet:
@@ -87,6 +93,8 @@ class Fleet:
         self.name = name or f"fleet-{secrets.token_hex(3)}"  # unique in the cluster, short in worker ids
         self.stopping = threading.Event()
         self.slots: dict[str, Slot] = {}
+        self.groups: dict[int, Slot] = {}  # group workers by their size in GPUs
+        self._refused: set[str] = set()  # the multi-GPU refusals already logged
         self._numbers = count()
         self._shrink_since: float | None = None
         self._requested: int | None = None
@@ -163,13 +171,20 @@ class Fleet:
                 log.warning("fleet: Ray node %s left; its worker %s is gone", slot.node_id[:12], slot.name)
                 self._forget(slot)
         self._reap_drained()
-        capacity = sum(self.capacity(n) for n in nodes.values())
+        held = self.reconcile_groups(nodes)
+        capacity = sum(self.capacity(n) for n in nodes.values()) - held
         target = capacity if self.max_workers is None else min(capacity, self.max_workers)
         if self.autoscale:
             wanted = autoscale.wanted_workers(autoscale.queued_chunks(), self.chunks_per_worker, self.max_workers)
             if wanted != self._requested:
                 log.info("fleet: the queue wants %d workers; asking Ray's autoscaler for them", wanted)
-                autoscale.request(wanted, self.bundle())
+                extra = [
+                    b
+                    for g in self.groups.values()
+                    if g.drain is None
+                    for b in groups.GroupPlan(g.size, "", ()).bundles()
+                ]
+                autoscale.request(wanted, self.bundle(), extra)
                 self._requested = wanted
             target = min(target, wanted)
         active = [s for s in self.slots.values() if s.drain is None]
@@ -179,6 +194,60 @@ class Fleet:
                 active.append(self._start(node_id))
                 free -= 1
         self._shrink(active, target)
+
+    def reconcile_groups(self, nodes: Mapping[str, Any]) -> int:
+        """Start, keep and drain the group workers of multi-GPU models; the GPUs they hold."""
+        import ray
+
+        plans, refused = groups.plan(
+            groups.multi_gpu_models(), groups.queued_models(), groups.node_gpus(nodes), self.cpu
+        )
+        for reason in refused.values():
+            if reason not in self._refused:
+                self._refused.add(reason)
+                log.warning("fleet: %s", reason)
+        wanted = {plan.size: plan for plan in plans}
+        now = time.monotonic()
+        for size, slot in list(self.groups.items()):
+            if slot.drain is not None:
+                if ray.wait([slot.drain], timeout=0)[0]:
+                    self._forget(slot)
+            elif size in wanted:
+                slot.idle_since = None
+            elif slot.idle_since is None:
+                slot.idle_since = now
+            elif now - slot.idle_since >= self.idle_seconds:
+                log.info("fleet: no queued work needs %d GPUs; draining group worker %s", size, slot.name)
+                slot.drain = slot.handle.stop.remote(self.drain_seconds)
+        for size, plan in wanted.items():
+            if size not in self.groups and not self.stopping.is_set():
+                self.groups[size] = self._start_group(plan)
+        return sum(slot.size for slot in self.groups.values())
+
+    def _start_group(self, plan: groups.GroupPlan) -> Slot:
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        name = f"{self.name}-g{plan.size}-{next(self._numbers)}"
+        group = placement_group(plan.bundles(), strategy=plan.strategy, name=name)
+        # The group worker holds no GPU (vLLM's Ray workers take the bundles' GPUs); bundle 0
+        # puts it on the node of vLLM's first rank, which vLLM's Ray executor checks.
+        options = {**self._options, "num_cpus": 0, "num_gpus": 0}
+        handle = self._remote.options(
+            name=name,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0),
+            **options,
+        ).remote(name, self.engine, False, plan.size)
+        log.info(
+            "fleet: group worker %s for %d-GPU models (%s): a placement group of %d GPUs (%s)",
+            name,
+            plan.size,
+            ", ".join(plan.models),
+            plan.size,
+            plan.strategy,
+        )
+        slot = Slot(name, "", handle, group=group, size=plan.size)
+        return slot
 
     def _shrink(self, active: list[Slot], target: int) -> None:
         """Drain workers beyond the target, once the queue has wanted fewer for idle_seconds
@@ -218,12 +287,17 @@ class Fleet:
 
         ray.kill(slot.handle, no_restart=True)
         self.slots.pop(slot.name, None)
+        if slot.group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(slot.group)  # its GPUs go back to the one-GPU workers
+            self.groups.pop(slot.size, None)
 
     def drain_all(self) -> None:
         """Stop every worker as SIGTERM stops one, wait for the drains, then end the actors."""
         import ray
 
-        slots = list(self.slots.values())
+        slots = [*self.slots.values(), *self.groups.values()]
         refs = [s.drain if s.drain is not None else s.handle.stop.remote(self.drain_seconds) for s in slots]
         if refs:
             done, pending = ray.wait(refs, num_returns=len(refs), timeout=self.drain_seconds + 30)
@@ -236,4 +310,5 @@ class Fleet:
         """Each live worker's id, process and node (for logs and tests)."""
         import ray
 
-        return list(ray.get([s.handle.describe.remote() for s in self.slots.values() if s.drain is None]))
+        slots = [*self.slots.values(), *self.groups.values()]
+        return list(ray.get([s.handle.describe.remote() for s in slots if s.drain is None]))

@@ -71,10 +71,12 @@ class RayCluster:
             + ["--include-dashboard", "false", "--temp-dir", str(self.temp_dir)],
         )
 
-    def add_node(self, name: str, cpus: int, resources: dict[str, float]) -> None:
+    def add_node(self, name: str, cpus: int, resources: dict[str, float], gpus: int = 0) -> None:
+        """A node; ``gpus`` declares GPU resources Ray hands out (there are none on this
+        machine: for placement only, with the simulated engine)."""
         self._start(
             name,
-            ["--address", self.address, "--num-cpus", str(cpus), "--num-gpus", "0"]
+            ["--address", self.address, "--num-cpus", str(cpus), "--num-gpus", str(gpus)]
             + ["--resources", json.dumps(resources)],
         )
 

@@ -19,7 +19,7 @@ import pytest
 from jobs.engine import demo
 from jobs.models import Batch, Chunk, ChunkStatus, RegisteredModel, Worker
 from tests.conftest import chat_line, jsonl
-from tests.fleet.common import FleetProcess, alive, sim_fleet
+from tests.fleet.common import SIM_ENGINE, FleetProcess, alive, sim_fleet
 from tests.live import SMOL_OPTIONS, WORKER_ENV
 from tests.worker.common import assert_every_line_once, make_batch, wait_for
 
@@ -148,6 +148,65 @@ def test_autoscale_starts_workers_for_queued_work_up_to_max_and_gives_them_back(
     finally:
         status = fleet.stop()
     assert status == 0, fleet.log_tail()
+
+
+def test_a_model_on_two_gpus_gets_a_placement_group_across_two_one_gpu_nodes_and_its_gpus_go_back(
+    ray_cluster, client, models, upload, limits, settings, tmp_path
+):
+    """Two nodes declaring one GPU each (Ray's resources only: no GPU here, the SIMULATED engine):
+    a tensor_parallel_size=2 model is larger than either host, so the fleet drains the one-GPU
+    workers, makes a PACK placement group of the two GPUs and runs the model's batch on a group
+    worker (whose engine gets vLLM's Ray executor); the GPUs come back once the queue is empty.
+    A CPU fleet refuses such a model with a log line."""
+    RegisteredModel.objects.create(
+        name="big", source="/m/big", endpoints=["chat"], engine_options={"tensor_parallel_size": 2}
+    )
+    RegisteredModel.objects.create(
+        name="huge", source="/m/huge", endpoints=["chat"], engine_options={"tensor_parallel_size": 4}
+    )
+    ray_cluster.add_node("g1", cpus=1, resources={"g1": 1}, gpus=1)
+    ray_cluster.add_node("g2", cpus=1, resources={"g2": 1}, gpus=1)
+    limits(chunk_size=10)
+    fleet = FleetProcess(
+        settings,
+        ray_cluster.address,
+        tmp_path / "fleet.log",
+        "--engine",
+        SIM_ENGINE,
+        "--name",
+        "gp",
+        "--idle-seconds",
+        "1",
+        SIM_SLEEP_SECONDS="0.01",
+    )
+    try:
+        singles = fleet.wait_workers(2, device="cuda:0")  # one per GPU node, none on the head
+        assert len({w.ray_node for w in singles}) == 2
+        batch_id = make_batch(client, upload, [chat_line(i, model="big") for i in range(40)])
+        (group,) = fleet.wait_workers(1, timeout=120, device="ray-group:2")
+        # Its placement group took both GPUs: the one-GPU workers were drained to free them.
+        assert not fleet.workers(device="cuda:0")
+        wait_for(lambda: Batch.objects.get(pk=batch_id).status == "completed", timeout=120, what="the batch")
+        assert_every_line_once(batch_id, 40)
+        assert set(Chunk.objects.filter(batch_id=batch_id).values_list("worker_id", flat=True)) == {group.id}
+        log = fleet.log.read_text()
+        assert "group worker gp-g2-" in log and "(PACK)" in log, fleet.log_tail()
+        assert "model 'huge' needs 4 GPUs and the cluster has 2" in log
+        # The queue is empty: after the idle time the group is drained and one-GPU workers return.
+        fleet.wait_workers(2, timeout=120, device="cuda:0")
+        assert not fleet.workers(device="ray-group:2")
+    finally:
+        status = fleet.stop()
+    assert status == 0, fleet.log_tail()
+    (tmp_path / "cpu").mkdir()
+    cpu = sim_fleet(settings, ray_cluster, tmp_path / "cpu", "gc", "--max-workers", "1")
+    try:
+        cpu.wait_workers(1)
+        wait_for(lambda: "a CPU fleet cannot run it" in cpu.log.read_text(), timeout=30, what="the CPU refusal")
+    finally:
+        assert cpu.stop() == 0, cpu.log_tail()
+    ray_cluster.stop_node("g1")
+    ray_cluster.stop_node("g2")
 
 
 @pytest.mark.engine
