@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from jobs.models.files import File
@@ -44,6 +45,16 @@ class Priority(models.IntegerChoices):
 class BatchQuerySet(models.QuerySet["Batch"]):
     def owned_by(self, user: object) -> BatchQuerySet:
         return self.filter(owner=user)
+
+    def shown_as(self, status: str) -> BatchQuerySet:
+        """The batches whose ``shown_status`` is ``status`` (a cancelled batch being finalized
+        shows ``cancelling``)."""
+        cancelled_finalizing = Q(status=BatchStatus.FINALIZING, cancelling_at__isnull=False)
+        if status == BatchStatus.CANCELLING:
+            return self.filter(Q(status=status) | cancelled_finalizing)
+        if status == BatchStatus.FINALIZING:
+            return self.filter(status=status).exclude(cancelled_finalizing)
+        return self.filter(status=status)
 
     def active(self) -> BatchQuerySet:
         """Accepted and not yet finished: what counts against the queue limits."""
@@ -122,6 +133,15 @@ class Batch(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+    @property
+    def shown_status(self) -> str:
+        """The status users see. A cancelled batch's results are assembled under ``finalizing``
+        (the same finalize as any batch), but OpenAI's lifecycle goes from ``cancelling``
+        straight to ``cancelled``, so that is what the API and the pages show meanwhile."""
+        if self.status == BatchStatus.FINALIZING and self.cancelling_at is not None:
+            return str(BatchStatus.CANCELLING)
+        return str(self.status)
 
     @property
     def is_terminal(self) -> bool:

@@ -58,7 +58,7 @@ def batch_object(batch: Batch, plan: scheduling.QueuePlan | None = None) -> dict
         "errors": batch.errors,
         "input_file_id": batch.input_file_id,
         "completion_window": batch.completion_window,
-        "status": batch.status,
+        "status": batch.shown_status,
         "output_file_id": batch.output_file_id,
         "error_file_id": batch.error_file_id,
     }

@@ -163,7 +163,7 @@ def batch_list(request: HttpRequest) -> HttpResponse:
         status, everyone = form.cleaned_data["status"], form.cleaned_data["everyone"]
     rows = access.visible_batches(request.user, everyone=everyone).select_related("owner")
     if status:
-        rows = rows.filter(status=status)
+        rows = rows.shown_as(status)
     page = Paginator(rows.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)

@@ -10,7 +10,7 @@ from django.test import Client
 
 from jobs.engine.simulated import SimulatedEngine
 from jobs.models import Batch, BatchStatus, Chunk, File
-from jobs.services import parts, results
+from jobs.services import parts, results, stranded
 from jobs.worker import GpuWorker
 from tests.conftest import chat_line, housekeeper_pass, jsonl
 from tests.web.conftest import HOOK, submit
@@ -76,6 +76,13 @@ def test_cancelling_a_queued_batch_from_its_page_answers_at_once_and_the_houseke
     response = web.post(f"/batches/{batch.id}/cancel", follow=True)
     page = response.content.decode()
     assert "Cancelling:" in page and "Cancel batch" not in page
+    # Once handed over to be finalized (an API read does it) it is stored as finalizing, and
+    # still shown as OpenAI's cancelling, on the page and in the list.
+    assert stranded.hand_over(batch.id)
+    assert Batch.objects.get(pk=batch.pk).status == BatchStatus.FINALIZING
+    assert 'class="status status-cancelling"' in web.get(f"/batches/{batch.id}/live").content.decode()
+    assert batch.id in web.get("/batches?status=cancelling").content.decode()
+    assert batch.id not in web.get("/batches?status=finalizing").content.decode()
     housekeeper_pass()
     assert client.get(f"/v1/batches/{batch.id}").json()["status"] == "cancelled"
     # The cancelled lines are in the error file, downloadable from the page.
