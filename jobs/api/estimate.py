@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from jobs.api import schema
 from jobs.api.parsers import StrictJSONParser
 from jobs.services import estimate as estimate_service
+from jobs.services import skipped
 
 
 class EstimateObject(serializers.Serializer):
@@ -19,6 +20,9 @@ class EstimateObject(serializers.Serializer):
     endpoint = serializers.CharField()
     model = serializers.CharField(help_text="The model its lines name (or the one given).")
     requests = serializers.IntegerField(help_text="Lines the batch would run.")
+    skipped_requests = serializers.IntegerField(
+        help_text='Bad lines left out (invalid_lines "skip": they would go to the error file); 0 otherwise.'
+    )
     prompt_tokens = serializers.IntegerField(
         allow_null=True,
         help_text="Prompt tokens, counted with the model's own tokenizer and chat template as the engine counts "
@@ -51,6 +55,9 @@ class BatchEstimateApi(APIView):
         input_file_id = serializers.CharField()
         endpoint = serializers.CharField()
         model = serializers.CharField(required=False)
+        invalid_lines = serializers.CharField(
+            required=False, help_text='As on create: "fail" (default) or "skip" (estimate the valid lines).'
+        )
 
     @extend_schema(
         operation_id="estimateBatch",
@@ -67,6 +74,7 @@ class BatchEstimateApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        mode = skipped.parse_mode(data.get("invalid_lines"))  # the same refusals as create
         return Response(
-            estimate_service.estimate(request.user, data["input_file_id"], data["endpoint"], data.get("model"))
+            estimate_service.estimate(request.user, data["input_file_id"], data["endpoint"], data.get("model"), mode)
         )

@@ -41,8 +41,12 @@ _ROOT = Path(__file__).resolve().parents[2]
 _BLOCK = 1 << 20
 
 
-def estimate(owner: Any, input_file_id: str, endpoint: str | None, model: str | None) -> dict[str, Any]:
-    """``endpoint`` None (the submit page's "from the file's lines"): the lines' own url."""
+def estimate(
+    owner: Any, input_file_id: str, endpoint: str | None, model: str | None, invalid_lines: str = "fail"
+) -> dict[str, Any]:
+    """``endpoint`` None (the submit page's "from the file's lines"): the lines' own url.
+    ``invalid_lines`` as on create: with ``skip``, a file whose only faults are bad lines is
+    estimated for its valid lines (the bad ones would go straight to the error file)."""
     check_request(
         BatchRequest(endpoint=endpoint, completion_window=settings.BATCHSITE.completion_windows[0], model=model)
     )
@@ -55,7 +59,8 @@ def estimate(owner: Any, input_file_id: str, endpoint: str | None, model: str | 
         )
     with file_service.open_content(input_file) as fh:
         result = validation_child.validate(fh, input_file.bytes, endpoint, model, settings.BATCHSITE, Catalog.load())
-    if not result.ok:
+    skipping = invalid_lines == "skip" and not result.ok and result.skippable
+    if not result.ok and not skipping:
         first = result.errors[0] if result.errors else {}
         raise InvalidRequest(
             f"This file would make a failed batch ({result.error_count} invalid "
@@ -67,8 +72,11 @@ def estimate(owner: Any, input_file_id: str, endpoint: str | None, model: str | 
     name = result.model or model or ""
     endpoint = result.endpoint or endpoint or ""
     entry = RegisteredModel.objects.enabled().get(name=name)  # validation checked it is there
-    counted = count_tokens(input_file, entry, endpoint, settings.BATCHSITE.estimate_seconds)
-    requests = result.total
+    # The bad lines' file line numbers: they are not fed to the counter (a line refused for its
+    # url or a repeated custom_id may still hold a countable body).
+    skipped = {int(bad[1]) for bad in result.bad} if skipping else set()
+    counted = count_tokens(input_file, entry, endpoint, settings.BATCHSITE.estimate_seconds, skipped)
+    requests = result.total - len(skipped)
     complete = counted["done"] and counted["requests"] == requests
     scale = requests / counted["requests"] if counted["requests"] else None
 
@@ -85,6 +93,7 @@ def estimate(owner: Any, input_file_id: str, endpoint: str | None, model: str | 
         "endpoint": endpoint,
         "model": name,
         "requests": requests,
+        "skipped_requests": len(skipped),
         "prompt_tokens": scaled("prompt_tokens"),
         "max_output_tokens": scaled("max_output_tokens"),
         # Lines the engine will refuse (past the context, a body vLLM's schema refuses): their
@@ -99,8 +108,11 @@ def estimate(owner: Any, input_file_id: str, endpoint: str | None, model: str | 
     }
 
 
-def count_tokens(input_file: File, entry: RegisteredModel, endpoint: str, seconds: float) -> dict[str, Any]:
-    """The child's last totals after at most ``seconds`` (``done`` false if it had not finished)."""
+def count_tokens(
+    input_file: File, entry: RegisteredModel, endpoint: str, seconds: float, skipped: set[int] | None = None
+) -> dict[str, Any]:
+    """The child's last totals after at most ``seconds`` (``done`` false if it had not finished);
+    ``skipped``: file line numbers (1-based) not to count."""
     header = {
         "name": entry.name,
         "source": entry.source,
@@ -118,7 +130,7 @@ def count_tokens(input_file: File, entry: RegisteredModel, endpoint: str, second
         cwd=_ROOT,
     )
     assert child.stdin is not None and child.stdout is not None
-    feeder = threading.Thread(target=_feed, args=(input_file, header, child.stdin), daemon=True)
+    feeder = threading.Thread(target=_feed, args=(input_file, header, child.stdin, skipped or set()), daemon=True)
     feeder.start()
     last: dict[str, Any] = {"requests": 0, "prompt_tokens": 0, "max_output_tokens": 0, "failing": 0, "done": False}
     reader = threading.Thread(target=_read, args=(child.stdout, last), daemon=True)
@@ -135,12 +147,17 @@ def count_tokens(input_file: File, entry: RegisteredModel, endpoint: str, second
     return dict(last)
 
 
-def _feed(input_file: File, header: dict[str, Any], stdin: IO[bytes]) -> None:
+def _feed(input_file: File, header: dict[str, Any], stdin: IO[bytes], skipped: set[int]) -> None:
     try:
         stdin.write(orjson.dumps(header) + b"\n")
         with file_service.open_content(input_file) as fh:
-            while block := fh.read(_BLOCK):
-                stdin.write(block)
+            if skipped:  # line by line, leaving the bad ones out
+                for number, line in enumerate(fh, start=1):
+                    if number not in skipped:
+                        stdin.write(line if line.endswith(b"\n") else line + b"\n")
+            else:
+                while block := fh.read(_BLOCK):
+                    stdin.write(block)
     except (BrokenPipeError, ValueError, OSError):
         pass  # the child was stopped at its bound: what it counted is the answer
     finally:

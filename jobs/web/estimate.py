@@ -29,7 +29,11 @@ def estimate_page(request: HttpRequest, form: SubmitForm, page: Callable[..., Ht
             file_id = data["input_file_id"]
             filename = file_service.get_owned_file(request.user, file_id, "input_file_id").filename
         estimate: dict[str, Any] = estimate_service.estimate(
-            request.user, file_id, data["endpoint"] or None, data["model"] or None
+            request.user,
+            file_id,
+            data["endpoint"] or None,
+            data["model"] or None,
+            "skip" if data.get("skip_invalid") else "fail",
         )
     except BatchsiteError as exc:
         status = form.add_service_error(exc)

@@ -124,3 +124,30 @@ def test_a_200_mb_file_answers_within_its_bound_and_says_it_scaled(client, uploa
     # Scaled from identical lines: exactly the per-line count times the lines.
     assert body["prompt_tokens"] % count == 0
     assert took < 45 + 30, took  # the bound, plus validating 200 MB and slack
+
+
+def test_with_invalid_lines_skip_the_valid_lines_are_estimated_and_the_bad_ones_left_out(
+    client, upload, real_chat_model
+):
+    valid = [chat(i, max_tokens=5) for i in range(4)]
+    clean = estimate(client, input_file_id=upload(jsonl(valid))["id"], endpoint=CHAT).json()
+    # A bad body, a repeated custom_id (whose body alone would count) and an unparseable line.
+    bad_body = {"custom_id": "x", "method": "POST", "url": CHAT, "body": "no"}
+    repeated = chat(0, max_tokens=5)
+    mixed = jsonl([valid[0], bad_body, valid[1], repeated, valid[2], b'{"custom_id": ', valid[3]])
+    file = upload(mixed)
+    refused = estimate(client, input_file_id=file["id"], endpoint=CHAT)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "input_file_id"
+    body = estimate(client, input_file_id=file["id"], endpoint=CHAT, invalid_lines="skip").json()
+    assert (body["requests"], body["skipped_requests"], body["complete"]) == (4, 3, True)
+    # Exactly the valid lines' tokens: the same as the file of only those lines.
+    assert (body["prompt_tokens"], body["max_output_tokens"]) == (clean["prompt_tokens"], clean["max_output_tokens"])
+    assert clean["skipped_requests"] == 0
+
+
+@pytest.mark.parametrize("value", [5, "SKIP", "\ud800", ["skip"], {"a": {"b": [1]}}, "", True])
+def test_a_bad_invalid_lines_value_is_refused_naming_it(client, upload, models, value):
+    file = upload(jsonl([chat_line(0)]))
+    response = estimate(client, input_file_id=file["id"], endpoint=CHAT, invalid_lines=value)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["param"] == "invalid_lines"

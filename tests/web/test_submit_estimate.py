@@ -46,6 +46,15 @@ def test_estimate_first_shows_the_numbers_queues_nothing_and_confirm_submits_the
     assert batch.metadata == {"k": "v"} and File.objects.count() == 1
 
 
+def test_estimate_first_with_run_the_valid_lines_counts_only_the_valid_ones(web, real_chat_model):
+    lines = [chat_line(0), {"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": "no"}]
+    refused = submit(web, jsonl(lines), action="estimate")
+    assert "Line 2: body must be" in refused.content.decode() and 'id="estimate"' not in refused.content.decode()
+    page = submit(web, jsonl(lines), action="estimate", skip_invalid="on").content.decode()
+    assert 'id="estimate-requests">1<' in page and 'id="estimate-skipped">1 ' in page
+    assert not Batch.objects.exists()
+
+
 def test_confirming_with_another_users_file_is_refused_and_queues_nothing(web, bob_web, real_chat_model):
     submit(bob_web, jsonl([chat_line(0)]), action="estimate")
     theirs = File.objects.get()
