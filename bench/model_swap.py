@@ -98,10 +98,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--requests", type=int, default=4)
     parser.add_argument("--json")
+    parser.add_argument(
+        "--overlap",
+        choices=["both", "off", "auto"],
+        default="both",
+        help="both (the benchmark): the queue once with each setting; one setting: a single run "
+        "(the smoke test's: its clean-load reference is then its own loads)",
+    )
     args = parser.parse_args()
     # The same queue twice: swaps that wait for the old engine (its loads are clean
     # loads, the reference), then swaps that overlap where memory allows.
-    runs = [run(args, "off"), run(args, "auto")]
+    runs = [run(args, mode) for mode in (("off", "auto") if args.overlap == "both" else (args.overlap,))]
     clean: dict[str, list[float]] = {}
     for swap in runs[0]["swaps"]:
         clean.setdefault(swap["model"], []).append(swap["load_s"])

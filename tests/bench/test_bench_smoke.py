@@ -88,9 +88,19 @@ def test_prefix_order(tmp_path):
 @pytest.mark.engine
 def test_model_swap(tmp_path):
     result = run(
-        "model_swap", "--batches", "3", "--requests", "2", tmp_path=tmp_path, VLLM_ENABLE_V1_MULTIPROCESSING="0"
+        "model_swap",
+        "--batches",
+        "2",
+        "--requests",
+        "2",
+        "--overlap",
+        "auto",
+        tmp_path=tmp_path,
+        VLLM_ENABLE_V1_MULTIPROCESSING="0",
     )
-    assert len(result["loads"]) == 3 and len(result["swaps"]) == 2
+    # One run (the benchmark's second, overlapped one), one swap: the script works end to end.
+    assert len(result["runs"]) == 1 and result["runs"][0]["overlap"] == "auto"
+    assert len(result["loads"]) == 2 and len(result["swaps"]) == 1
 
 
 @pytest.mark.engine
