@@ -149,7 +149,7 @@ class BatchResultsApi(APIView):
             )
         batch = batch_service.get_batch(request.user, batch_id)
         response = StreamingHttpResponse(partial.lines(batch, which), content_type="application/jsonl")
-        response["Content-Disposition"] = f'attachment; filename="{batch.id}_{which}_so_far.jsonl"'
+        response["Content-Disposition"] = f'attachment; filename="{partial.download_name(batch, which)}"'
         return response
 
 

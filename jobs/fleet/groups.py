@@ -37,7 +37,12 @@ class GroupPlan:
     models: tuple[str, ...]  # the N-GPU models with queued work
 
     def bundles(self) -> list[dict[str, float]]:
-        return [{"GPU": 1.0} for _ in range(self.size)]
+        return bundles(self.size)
+
+
+def bundles(size: int) -> list[dict[str, float]]:
+    """A group of ``size`` GPUs as Ray bundles: one GPU each, one per engine worker."""
+    return [{"GPU": 1.0} for _ in range(size)]
 
 
 def multi_gpu_models() -> list[tuple[str, int]]:

@@ -98,6 +98,7 @@ class Fleet:
         self._numbers = count()
         self._shrink_since: float | None = None
         self._requested: int | None = None
+        self._requested_groups: tuple[int, ...] = ()  # the groups' sizes in the last request
         conf = settings.BATCHSITE_WORKER
         # A drain waits the grace (then in-flight lines are aborted and handed back), then the unload.
         self.drain_seconds = conf.shutdown_grace_seconds + 60.0
@@ -145,7 +146,7 @@ class Fleet:
                 self.stopping.wait(self.poll_seconds)
         finally:
             self.drain_all()
-            if self.autoscale and self._requested:
+            if self.autoscale and (self._requested or self._requested_groups):
                 autoscale.request(0, self.bundle())
             keeper.stop(timeout=5)
             ray.shutdown()
@@ -176,16 +177,18 @@ class Fleet:
         target = capacity if self.max_workers is None else min(capacity, self.max_workers)
         if self.autoscale:
             wanted = autoscale.wanted_workers(autoscale.queued_chunks(), self.chunks_per_worker, self.max_workers)
-            if wanted != self._requested:
-                log.info("fleet: the queue wants %d workers; asking Ray's autoscaler for them", wanted)
-                extra = [
-                    b
-                    for g in self.groups.values()
-                    if g.drain is None
-                    for b in groups.GroupPlan(g.size, "", ()).bundles()
-                ]
-                autoscale.request(wanted, self.bundle(), extra)
-                self._requested = wanted
+            # The request replaces the last one: remake it when the one-GPU workers wanted
+            # or the groups kept change, so a group started or drained is asked for (or
+            # given back) at once, not when the queue next changes size.
+            sizes = tuple(sorted(g.size for g in self.groups.values() if g.drain is None))
+            if (wanted, sizes) != (self._requested, self._requested_groups):
+                log.info(
+                    "fleet: the queue wants %d workers and groups of %s GPUs; asking Ray's autoscaler for them",
+                    wanted,
+                    list(sizes),
+                )
+                autoscale.request(wanted, self.bundle(), [b for size in sizes for b in groups.bundles(size)])
+                self._requested, self._requested_groups = wanted, sizes
             target = min(target, wanted)
         active = [s for s in self.slots.values() if s.drain is None]
         for node_id in sorted(nodes):

@@ -22,6 +22,11 @@ from jobs.services import parts
 FILES = ("output", "error")
 
 
+def download_name(batch: Batch, which: str) -> str:
+    """The file name a results-so-far download is saved under (the API's and the page's)."""
+    return f"{batch.id}_{which}_so_far.jsonl"
+
+
 def _key(line: bytes) -> bytes:
     """A line's ``id`` (batch_req_...: the first key of every result and error line)."""
     return line[: line.find(b",")]

@@ -151,7 +151,7 @@ def batch_results(request: HttpRequest, batch_id: str, kind: str) -> StreamingHt
         raise Http404("No such results.")
     batch = _visible(request, batch_id)
     response = StreamingHttpResponse(partial.lines(batch, kind), content_type="application/jsonl")
-    response["Content-Disposition"] = f'attachment; filename="{batch.id}_{kind}_so_far.jsonl"'
+    response["Content-Disposition"] = f'attachment; filename="{partial.download_name(batch, kind)}"'
     return response
 
 

@@ -82,3 +82,29 @@ def test_the_registry_and_queue_give_the_multi_gpu_models_and_those_with_work(cl
         ],
     )
     assert groups.queued_models() == {"tp2"}
+
+
+def test_the_autoscaler_request_is_remade_when_a_group_starts_or_drains_with_the_same_queue(monkeypatch):
+    """Ray's autoscaler and the groups are stood in for (labelled: this is about what the fleet
+    asks for; the live fleet tests run a real cluster): each request replaces the last one, so a
+    group started or drained must be asked for at once, not when the queue next changes size."""
+    import ray
+
+    from jobs.fleet import autoscale, ray_fleet
+
+    fleet = ray_fleet.Fleet(autoscale=True, idle_seconds=0)
+    requests: list[tuple[int, list[dict[str, float]]]] = []
+    monkeypatch.setattr(ray, "nodes", lambda: [])
+    monkeypatch.setattr(autoscale, "queued_chunks", lambda: 4)
+    monkeypatch.setattr(autoscale, "request", lambda workers, bundle, extra=(): requests.append((workers, list(extra))))
+    monkeypatch.setattr(fleet, "reconcile_groups", lambda nodes: 0)
+    fleet.reconcile()
+    fleet.reconcile()
+    assert requests == [(2, [])]  # the same queue, no group: asked once
+    fleet.groups[2] = ray_fleet.Slot("g", "node", handle=None, size=2)
+    fleet.reconcile()
+    assert requests[-1] == (2, [{"GPU": 1.0}, {"GPU": 1.0}])
+    fleet.groups[2].drain = object()
+    fleet.reconcile()
+    assert requests[-1] == (2, []) and len(requests) == 3
+    assert groups.bundles(3) == [{"GPU": 1.0}] * 3
