@@ -1,7 +1,7 @@
 """End-to-end throughput: the same requests three ways, side by side in one run.
 
     .venv/bin/python bench/e2e_throughput.py --model demo --n 1000 [--json out.json]
-    .venv/bin/python bench/e2e_throughput.py --model tiny --n 1000
+    .venv/bin/python bench/e2e_throughput.py --model tiny --n 1000 --rounds 5 --no-cold
     .venv/bin/python bench/e2e_throughput.py --model minilm --n 2000            # embeddings
     .venv/bin/python bench/e2e_throughput.py --model tiny --workload seed --n 5000 --no-run-batch --no-cold
     .venv/bin/python bench/e2e_throughput.py --model tiny --n 50000 --only-batchsite --rss
@@ -15,7 +15,8 @@ c. batchsite: upload through the API, run_gpu_worker, until completed with the
 
 Workloads: ``chat`` (8-56 word prompts, max_tokens 32), embeddings for MiniLM, and
 ``seed`` (the seed's shape: ~300 tokens of candidate text, max_tokens 64, a
-json_schema response_format). ``--rss`` samples the warm worker's resident memory
+json_schema response_format). ``--rounds N`` runs a., b. and c. in turn N times
+(one stack, a fresh warm worker each round) and reports medians. ``--rss`` samples the warm worker's resident memory
 (its own process: where result lines live) at its first and last finished chunk.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,52 +152,52 @@ def fixed_costs(log: Path, batch_id: str) -> dict[str, float | None]:
     return {"claim_to_first_request_s": first, "last_result_to_completed_s": last}
 
 
-def batchsite(
-    spec: Any,
-    requests: Path,
-    n: int,
-    endpoint: str,
-    profile: Path | None = None,
-    cold_run: bool = True,
-    rss: bool = False,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    stack = Stack()
-    try:
+class Batchsite:
+    """c.: one private stack (API, database) for every round; each round a fresh worker,
+    warmed by a 2-line batch so the model is loaded, takes the measured batch and is
+    stopped, so nothing of batchsite's runs while a. or b. do."""
+
+    def __init__(self, spec: Any, endpoint: str) -> None:
+        self.spec, self.endpoint = spec, endpoint
+        self.stack = Stack()
+        self.rounds = 0
         kinds = "embeddings" if endpoint == "/v1/embeddings" else "chat,completions"
-        stack.register(spec.name, spec.source, kinds, spec.engine_options)
-        stack.start_web()
-        sdk = stack.sdk(stack.api_key())
-        models = stack.orm()
+        self.stack.register(spec.name, spec.source, kinds, spec.engine_options)
+        self.stack.start_web()
+        self.sdk = self.stack.sdk(self.stack.api_key())
+        self.models = self.stack.orm()
 
-        def submit(path: Path) -> str:
-            file = sdk.files.create(file=path.open("rb"), purpose="batch")
-            return str(sdk.batches.create(input_file_id=file.id, endpoint=endpoint, completion_window="24h").id)
+    def submit(self, path: Path) -> str:
+        file = self.sdk.files.create(file=path.open("rb"), purpose="batch")
+        return str(self.sdk.batches.create(input_file_id=file.id, endpoint=self.endpoint, completion_window="24h").id)
 
+    def warm(self, requests: Path, n: int, profile: Path | None = None, rss: bool = False) -> dict[str, Any]:
         # Polling once a second: faster polling would take CPU from the engine
         # on a small machine, and the timings come from the database anyway.
-        # Warm: a worker with the model loaded (by a 2-line batch) takes the batch.
-        worker = stack.start_worker(log=stack.data_dir / "worker-warm.log")
+        self.rounds += 1
+        log = self.stack.data_dir / f"worker-warm-{self.rounds}.log"
+        worker = self.stack.start_worker(log=log)
         with requests.open() as fh:
             first_two = [json.loads(next(fh)) for _ in range(2)]
-        wait_status(sdk, submit(write_jsonl(stack.data_dir / "warm.jsonl", first_two)))
+        wait_status(self.sdk, self.submit(write_jsonl(self.stack.data_dir / "warm.jsonl", first_two)))
         spies = []
         if profile is not None:
             spies = [
                 Spy(worker.pid, profile / "e2e-worker.txt", subprocesses=True),
-                Spy(stack.web.pid, profile / "e2e-api.txt", subprocesses=True),
+                Spy(self.stack.web.pid, profile / "e2e-api.txt", subprocesses=True),
             ]
-        batch_id = submit(requests)
-        watch = RssWatch(worker.pid, models, batch_id) if rss else None
+        batch_id = self.submit(requests)
+        watch = RssWatch(worker.pid, self.models, batch_id) if rss else None
         if watch is not None:
             watch.start()
         if profile is not None:
             time.sleep(3)  # into the run, past the first chunk's start
             spies[0].dump(profile / "e2e-worker-dump.txt")
-        done = wait_status(sdk, batch_id, every=1.0)
+        done = wait_status(self.sdk, batch_id, every=1.0)
         for spy in spies:
             spy.stop()
-        row = models.Batch.objects.get(pk=batch_id)
-        out = [json.loads(x) for x in sdk.files.content(done.output_file_id).text.splitlines()]
+        row = self.models.Batch.objects.get(pk=batch_id)
+        out = [json.loads(x) for x in self.sdk.files.content(done.output_file_id).text.splitlines()]
         assert done.request_counts.completed == n, done
         warm = {
             "seconds": (row.completed_at - row.started_at).total_seconds(),
@@ -203,7 +205,7 @@ def batchsite(
             "output_tokens": output_tokens(out),
             "prompt_tokens": sum((x["response"]["body"].get("usage") or {}).get("prompt_tokens", 0) for x in out),
         }
-        warm.update(fixed_costs(stack.data_dir / "worker-warm.log", batch_id))
+        warm.update(fixed_costs(log, batch_id))
         if watch is not None:
             watch.running = False
             watch.join()
@@ -214,19 +216,37 @@ def batchsite(
             warm["rss_growth_MB"] = (max(watch.peak, end_rss) - (watch.first or end_rss)) / 1e6
         worker.terminate()
         worker.wait(timeout=120)
-        if not cold_run:
-            return warm, {}
+        return warm
 
-        # Cold: upload, create, and only then a fresh worker that must load the model.
+    def cold(self, requests: Path, n: int) -> dict[str, Any]:
+        """Upload, create, and only then a fresh worker that must load the model."""
         started = time.perf_counter()
-        batch_id = submit(requests)
-        stack.start_worker(log=stack.data_dir / "worker-cold.log")
-        done = wait_status(sdk, batch_id, every=1.0)
-        cold = {"wall": time.perf_counter() - started, "requests": done.request_counts.completed}
+        batch_id = self.submit(requests)
+        self.stack.start_worker(log=self.stack.data_dir / "worker-cold.log")
+        done = wait_status(self.sdk, batch_id, every=1.0)
         assert done.request_counts.completed == n, done
-        return warm, cold
-    finally:
-        stack.stop()
+        return {"wall": time.perf_counter() - started, "requests": done.request_counts.completed}
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+
+def rates(name: str, r: dict[str, Any], key: str = "seconds") -> dict[str, Any]:
+    return {
+        "method": name,
+        "seconds": r[key],
+        "req_s": r["requests"] / r[key],
+        "out_tok_s": r.get("output_tokens", 0) / r[key] if "output_tokens" in r else "",
+    }
+
+
+def medians(name: str, runs: list[dict[str, Any]], key: str = "seconds") -> dict[str, Any]:
+    """One row over the rounds: the median of each column."""
+    rows = [rates(name, r, key) for r in runs]
+    return {
+        column: statistics.median(float(row[column]) for row in rows) if rows[0][column] != "" else ""
+        for column in ("seconds", "req_s", "out_tok_s")
+    } | {"method": name}
 
 
 def main() -> None:
@@ -235,6 +255,7 @@ def main() -> None:
     parser.add_argument("--workload", choices=["chat", "seed"], default="chat")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--max-tokens", type=int, default=None, help="default 32 (chat), 64 (seed)")
+    parser.add_argument("--rounds", type=int, default=1, help="a., b., c. in turn this many times; medians")
     parser.add_argument("--json")
     parser.add_argument("--profile", type=Path, help="py-spy the warm worker and the API into this directory")
     parser.add_argument("--only-batchsite", action="store_true", help="skip a. and b. and the cold run")
@@ -242,6 +263,8 @@ def main() -> None:
     parser.add_argument("--no-cold", action="store_true", help="skip the cold run")
     parser.add_argument("--rss", action="store_true", help="the warm worker's RSS from its first chunk to the end")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
 
@@ -257,26 +280,37 @@ def main() -> None:
     requests = write_jsonl(work / "requests.jsonl", lines)
     del lines
 
-    def rates(name: str, r: dict[str, Any], key: str = "seconds") -> dict[str, Any]:
-        return {
-            "method": name,
-            "seconds": r[key],
-            "req_s": r["requests"] / r[key],
-            "out_tok_s": r.get("output_tokens", 0) / r[key] if "output_tokens" in r else "",
-        }
+    # The sides take turns, round after round (a, b, c, a, b, c, ...): this VM's speed
+    # drifts by more than the few per cent the targets are set at, so a single run of
+    # each side, minutes apart, can decide a ratio by itself. Ratios are the median of
+    # each round's own ratio (sides minutes apart, not a whole sitting apart).
+    a_name = "a. LLM.embed (loaded)" if args.model == "minilm" else "a. LLM.chat (loaded)"
+    runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "c": []}
+    side = Batchsite(spec, endpoint)
+    cold: dict[str, Any] = {}
+    try:
+        for k in range(args.rounds):
+            if not args.only_batchsite:
+                runs["a"].append(raw_llm(spec, requests))
+                if not args.no_run_batch:
+                    runs["b"].append(run_batch(spec, requests, work))
+            runs["c"].append(side.warm(requests, args.n, args.profile if k == 0 else None, args.rss))
+            if args.rounds > 1:
+                print(f"round {k + 1}: " + ", ".join(f"{s} {r[-1]['seconds']:.3f}s" for s, r in runs.items() if r))
+        if not (args.only_batchsite or args.no_cold):
+            cold = side.cold(requests, args.n)
+    finally:
+        side.stop()
 
     rows: list[dict[str, Any]] = []
-    ratios: dict[str, float] = {}
-    raw = rb = None
-    if not args.only_batchsite:
-        raw = raw_llm(spec, requests)
-        rows.append(rates("a. LLM.embed (loaded)" if args.model == "minilm" else "a. LLM.chat (loaded)", raw))
-        if not args.no_run_batch:
-            rb = run_batch(spec, requests, work)
-            rows += [rates("b. run_batch processing", rb), rates("b. run_batch whole process", rb, "wall")]
-    cold_run = not (args.only_batchsite or args.no_cold)
-    warm, cold = batchsite(spec, requests, args.n, endpoint, args.profile, cold_run, args.rss)
-    rows.append(rates("c. batchsite claim->completed (loaded)", warm))
+    if runs["a"]:
+        rows.append(medians(a_name, runs["a"]))
+    if runs["b"]:
+        rows += [
+            medians("b. run_batch processing", runs["b"]),
+            medians("b. run_batch whole process", runs["b"], "wall"),
+        ]
+    rows.append(medians("c. batchsite claim->completed (loaded)", runs["c"]))
     if cold:
         rows.append(
             {
@@ -285,27 +319,54 @@ def main() -> None:
                 "req_s": cold["requests"] / cold["wall"],
             }
         )
-    if raw is not None:
-        ratios["c/a processing"] = warm["requests"] / warm["seconds"] / (raw["requests"] / raw["seconds"])
-    if rb is not None:
-        ratios["c/b processing"] = warm["requests"] / warm["seconds"] / (rb["requests"] / rb["seconds"])
-        if cold:
-            ratios["c/b wall (cold batchsite / whole run_batch)"] = cold["wall"] / rb["wall"]
+
+    def rate(r: dict[str, Any], key: str = "seconds") -> float:
+        return float(r["requests"] / r[key])
+
+    per_round: dict[str, list[float]] = {}
+    for k, c in enumerate(runs["c"]):
+        if runs["a"]:
+            per_round.setdefault("c/a processing", []).append(rate(c) / rate(runs["a"][k]))
+        if runs["b"]:
+            per_round.setdefault("c/b processing", []).append(rate(c) / rate(runs["b"][k]))
+    ratios = {name: statistics.median(values) for name, values in per_round.items()}
+    if cold and runs["b"]:
+        ratios["c/b wall (cold batchsite / whole run_batch)"] = cold["wall"] / statistics.median(
+            b["wall"] for b in runs["b"]
+        )
+    warm = runs["c"][0]
     print(f"model={spec.name} workload={args.workload if args.model != 'minilm' else 'embeddings'} n={args.n}")
     print(f"prompt tokens per request (batchsite's usage): {warm['prompt_tokens'] / max(warm['requests'], 1):.1f}")
+    if args.rounds > 1:
+        print(f"rounds={args.rounds}: medians; ratios are the median of each round's ratio")
     print(table(rows, ["method", "seconds", "req_s", "out_tok_s"]))
     for name, value in ratios.items():
-        print(f"{name}: {value:.3f}")
+        each = " ".join(f"{v:.3f}" for v in per_round.get(name, []))
+        print(f"{name}: {value:.3f}" + (f"  (rounds: {each})" if args.rounds > 1 and each else ""))
     for key in ("claim_to_first_request_s", "last_result_to_completed_s"):
-        value = warm.get(key)
-        print(f"per-batch {key.replace('_', ' ')[:-2]}: " + ("not logged" if value is None else f"{value:.3f}s"))
+        values = [c[key] for c in runs["c"] if c.get(key) is not None]
+        shown = (
+            "not logged"
+            if not values
+            else f"{max(values):.3f}s" + (" (the largest of the rounds)" if len(values) > 1 else "")
+        )
+        print(f"per-batch {key.replace('_', ' ')[:-2]}: {shown}")
     if args.rss:
         print(
             "worker RSS: first chunk done {rss_first_chunk_MB:.1f} MB, end {rss_end_MB:.1f} MB, "
             "peak {rss_peak_MB:.1f} MB, growth {rss_growth_MB:.1f} MB".format(**warm)
         )
     emit(
-        {"model": spec.name, "n": args.n, "workload": args.workload, "rows": rows, "ratios": ratios, "warm": warm},
+        {
+            "model": spec.name,
+            "n": args.n,
+            "workload": args.workload,
+            "rows": rows,
+            "ratios": ratios,
+            "per_round": per_round,
+            "runs": runs,
+            "warm": warm,
+        },
         args.json,
     )
 
