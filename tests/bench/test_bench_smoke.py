@@ -71,16 +71,19 @@ def test_seed_scenario(tmp_path):
 
 @pytest.mark.engine
 def test_e2e_throughput_on_the_tiny_model(tmp_path):
-    # Two rounds (the sides in turn, one stack, a fresh warm worker each round); the cold
-    # run is left out here, it only starts the worker after the upload.
+    # Two rounds (the sides in turn, one stack, a fresh warm worker each round). The cold
+    # run is left out for CI time: with it the test took 266 s here, 172 s without.
     args = ("--model", "tiny", "--n", "8", "--rounds", "2", "--no-cold")
     result = run("e2e_throughput", *args, tmp_path=tmp_path, VLLM_ENABLE_V1_MULTIPROCESSING="0")
     assert set(result["ratios"]) == {"c/a processing", "c/b processing"}
     assert {side: len(runs) for side, runs in result["runs"].items()} == {"a": 2, "b": 2, "c": 2}
     assert all(len(values) == 2 and all(v > 0 for v in values) for values in result["per_round"].values())
     assert all(row["req_s"] > 0 for row in result["rows"])
-    # The per-batch fixed costs, from the warm worker's log.
-    assert result["warm"]["claim_to_first_request_s"] >= 0 and result["warm"]["last_result_to_completed_s"] >= 0
+    # The per-batch fixed costs, from each warm worker's log: the JSON reports the
+    # largest of the rounds, as the printout does.
+    fixed = result["per_batch_fixed_costs_max"]
+    for key in ("claim_to_first_request_s", "last_result_to_completed_s"):
+        assert fixed[key] == max(c[key] for c in result["runs"]["c"]) >= 0
 
 
 @pytest.mark.engine
