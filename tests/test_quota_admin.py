@@ -53,3 +53,26 @@ def test_the_batch_list_shows_priority(staff, client, models, upload):
     client.post("/v1/batches", {**body, "priority": "low"}, format="json")
     page = staff.get("/admin/jobs/batch/?priority__exact=-1").content.decode()
     assert "column-priority" in page and ">low<" in page
+
+
+def test_fair_share_usage_and_worker_time_are_listed_read_only(staff):
+    from django.utils import timezone
+
+    from jobs.models import ShareUsage, WorkerTime
+
+    alice = get_user_model().objects.create_user("alice")
+    now = timezone.now()
+    usage = ShareUsage.objects.create(user=alice, seconds=1234.0, updated_at=now)
+    spent = WorkerTime.objects.create(user=alice, started_at=now, ended_at=now, seconds=56.5)
+    for url, shown in (("/admin/jobs/shareusage/", "1234.0"), ("/admin/jobs/workertime/", "56.5")):
+        page = staff.get(url)
+        assert page.status_code == 200 and "alice" in page.content.decode() and shown in page.content.decode()
+        assert staff.get(url + "?q=alice").status_code == 200
+        assert staff.get(url + "?q=%ED%A0%80").status_code == 200  # a lone surrogate's bytes, percent-encoded
+        assert staff.get(url + "add/").status_code == 403
+    view = staff.get(f"/admin/jobs/shareusage/{alice.pk}/change/")
+    assert view.status_code == 200 and 'name="_save"' not in view.content.decode()  # shown, not editable
+    assert staff.post(f"/admin/jobs/shareusage/{alice.pk}/change/", {"seconds": "0"}).status_code == 403
+    assert staff.post(f"/admin/jobs/workertime/{spent.pk}/delete/", {"post": "yes"}).status_code == 403
+    usage.refresh_from_db()
+    assert usage.seconds == 1234.0 and WorkerTime.objects.filter(pk=spent.pk).exists()
