@@ -202,6 +202,9 @@ class WorkerSettings:
     # after this many lines, whichever comes first: what a kill -9 can cost at most.
     checkpoint_seconds: float = 5.0
     checkpoint_lines: int = 250
+    # Lines the vLLM engine holds in flight (rendered and queued); 0: twice its
+    # scheduler's max_num_seqs (jobs/engine/vllm_engine.py). docs/BENCHMARKS.md 8a.
+    engine_window: int = 0
 
 
 def read_worker_settings(reader: Reader) -> WorkerSettings:
@@ -225,6 +228,7 @@ def read_worker_settings(reader: Reader) -> WorkerSettings:
         swap_overlap=reader.choice("BATCHSITE_SWAP_OVERLAP", "auto", ("auto", "off")),
         checkpoint_seconds=reader.number("BATCHSITE_CHECKPOINT_SECONDS", 5.0, minimum=0.1),
         checkpoint_lines=reader.integer("BATCHSITE_CHECKPOINT_LINES", 250, minimum=1),
+        engine_window=reader.integer("BATCHSITE_ENGINE_WINDOW", 0, minimum=0),
     )
 
 

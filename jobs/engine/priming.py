@@ -3,7 +3,8 @@
 Requests reach the engine one by one as vLLM's serving layer renders them;
 without this the first steps run tiny batches (``LLM.chat`` renders everything
 before its first step). The hold ends when the window is queued, or after
-PRIME_MAX_S whatever the caller's iterator does; it never outlives that.
+PRIME_MAX_S (per PRIME_LINES lines of window) whatever the caller's iterator does; it
+never outlives that.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-# Longest the scheduler is held while the first window is queued.
+# Longest the scheduler is held while the first window is queued, per PRIME_LINES
+# lines of window (2 s for the default CPU window of 512): a larger window takes
+# proportionally longer to render, and the hold must outlast that to be of use.
 PRIME_MAX_S = 2.0
+PRIME_LINES = 512
 
 
 class Prime:
@@ -27,7 +31,11 @@ class Prime:
 
 
 def start_primed(
-    call: Callable[..., Any], loop: asyncio.AbstractEventLoop, client: Any, results: queue.SimpleQueue[Any]
+    call: Callable[..., Any],
+    loop: asyncio.AbstractEventLoop,
+    client: Any,
+    results: queue.SimpleQueue[Any],
+    window: int = PRIME_LINES,
 ) -> Prime | None:
     """Pause the scheduler (``call`` runs a coroutine on ``loop`` and waits for it) and start
     the task that resumes it once ``prime.filled`` and every submitted request is queued."""
@@ -39,7 +47,7 @@ def start_primed(
         finally:
             paused.set()
         try:
-            deadline = loop.time() + PRIME_MAX_S
+            deadline = loop.time() + PRIME_MAX_S * max(1.0, window / PRIME_LINES)
             while loop.time() < deadline:
                 if prime.filled and client.get_num_unfinished_requests() + results.qsize() >= prime.submitted:
                     break

@@ -54,7 +54,12 @@ _LIVENESS_POLL_S = 0.5
 
 class VllmEngine:
     def __init__(self, window: int | None = None) -> None:
-        self._window_override = window
+        self._window_override = window  # a test's: runs_at_once is half of it
+        # BATCHSITE_ENGINE_WINDOW (set by the worker): lines in flight, rendered and queued
+        # ahead of the scheduler, which still runs max_num_seqs of them at once. On a CPU
+        # host the frontend shares the engine's cores, and rendering lines while its steps
+        # run slows them (docs/BENCHMARKS.md 8a); a larger window renders more up front.
+        self.window_lines = 0
         self._spec: ModelSpec | None = None
         self._serving: LoadedServing | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,8 +92,8 @@ class VllmEngine:
 
     @property
     def window(self) -> int:
-        if self._window_override:
-            return self._window_override
+        if self._window_override or self.window_lines:
+            return self._window_override or self.window_lines
         assert self._serving is not None
         return max(2 * self._serving.max_num_seqs, 32)
 
@@ -298,7 +303,7 @@ class VllmEngine:
         in_flight = 0  # submitted and not yet yielded (those in ``ready`` included)
         ready: collections.deque[Any] = collections.deque()
         exhausted = False
-        prime = priming.start_primed(self._call, loop, serving.client, results) if self.prime_start else None
+        prime = priming.start_primed(self._call, loop, serving.client, results, window) if self.prime_start else None
         self._prime = prime  # keeps its hold task referenced past the first window
         try:
             while True:

@@ -387,6 +387,27 @@ def test_streams_in_completion_order_with_bounded_window(engine: Any, smol_spec:
     assert order.index("long") > len(order) // 2
 
 
+def test_a_configured_window_bounds_the_lines_in_flight(engine: Any, smol_spec: ModelSpec) -> None:
+    # BATCHSITE_ENGINE_WINDOW reaches the engine as window_lines (tests/engine/test_priming.py).
+    engine.load(smol_spec)
+    engine.window_lines = 40
+    pulled = 0
+
+    def source() -> Any:
+        nonlocal pulled
+        for i in range(60):
+            pulled += 1
+            yield chat(f"s-{i}", f"Say {i}", max_tokens=1)
+
+    try:
+        stream = engine.run(source())
+        first = next(stream)
+        assert pulled == 40  # one window, and no further before results come back
+        assert len({first.custom_id} | {r.custom_id for r in stream}) == 60
+    finally:
+        engine.window_lines = 0
+
+
 def test_abort_from_another_thread(engine: Any, smol_spec: ModelSpec) -> None:
     engine.load(smol_spec)
     requests = [chat(f"a{i}", "Write a long essay.", max_tokens=200, ignore_eos=True) for i in range(40)]
