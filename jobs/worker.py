@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.db.utils import InterfaceError, OperationalError
 
-from jobs.engine.base import Engine, EngineDeadError, EngineRequest, EngineResult, ModelLoadError, ModelSpec
+from jobs.engine.base import Engine, EngineResult, ModelLoadError, ModelSpec
 from jobs.engine.devices import device_stats
 from jobs.engine.pinning import Devices
 from jobs.hang_watch import HangWatch
@@ -36,17 +36,14 @@ from jobs.models import Batch, BatchStatus, Chunk, RegisteredModel, WorkerState
 from jobs.models.ids import new_worker_id
 from jobs.services import claims, loads, metrics, queue, results, scheduling
 from jobs.worker_feed import ChunkRun, Feeder
+from jobs.worker_recovery import EngineRecovery
 
 log = logging.getLogger("batchsite.worker")
 
-POISON_MESSAGE = (
-    "The engine crashed or stopped answering every time it ran this request, "
-    "so it was failed alone to let the rest of the batch complete."
-)
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
-class GpuWorker:
+class GpuWorker(EngineRecovery):
     def __init__(
         self,
         engine: Engine,
@@ -76,6 +73,8 @@ class GpuWorker:
         self.checkpoint_lines = conf.checkpoint_lines
         if hasattr(engine, "overlap_swaps"):  # the vLLM engine's; see jobs/engine/swap.py
             engine.overlap_swaps = conf.swap_overlap == "auto"
+        if conf.engine_window and hasattr(engine, "window_lines"):  # the vLLM engine's window
+            engine.window_lines = conf.engine_window
         self.state = WorkerState.IDLE
         self.stopping = threading.Event()
         self._beat_stop = threading.Event()
@@ -344,55 +343,7 @@ class GpuWorker:
             results.fail_batch(chunk.batch_id, self.id, "model_load_failed", message)
             loads.forget(spec.name)
 
-    # -- running requests ------------------------------------------------
-
-    def engine_run(self, requests: Any) -> Any:
-        """engine.run under the hang watch."""
-        with self.watch.running():
-            yield from self.engine.run(requests)
-
-    def pump(self, feeder: Feeder, spec: ModelSpec) -> None:
-        """Run the feeder's requests to the end, surviving engine deaths and hangs."""
-        while True:
-            try:
-                self.aborting.clear()
-                for result in self.engine_run(feeder):
-                    self.accept(result)
-                    feeder.maybe_report()
-                return
-            except EngineDeadError as exc:
-                suspects = feeder.take_in_flight()
-                log.error("engine died (%s) with %d requests in flight; reloading", exc, len(suspects))
-                self.reload(spec)
-                self.isolate(suspects, spec)
-                if feeder.finished:
-                    return
-
-    def reload(self, spec: ModelSpec) -> None:
-        self.engine.unload()
-        self.spec = None
-        self.load(spec)
-
-    def isolate(self, suspects: list[EngineRequest], spec: ModelSpec) -> None:
-        """Retry the lines that were in flight when the engine died, halving the
-        groups that kill it again, until a line that kills it alone is failed alone."""
-        groups = [suspects] if suspects else []
-        while groups and not self.stopping.is_set():
-            group = groups.pop()
-            seen: set[str] = set()
-            try:
-                for result in self.engine_run(iter(group)):
-                    seen.add(result.custom_id)
-                    self.accept(result)
-            except EngineDeadError:
-                self.reload(spec)
-                rest = [r for r in group if r.custom_id not in seen]
-                if len(group) == 1:
-                    log.error("request %s crashes or hangs the engine; failing it alone", group[0].custom_id)
-                    self.accept(poison_result(group[0]))
-                elif rest:
-                    half = max(1, len(rest) // 2)
-                    groups += [g for g in (rest[half:], rest[:half]) if g]
+    # -- running requests (pump, reload, isolate: jobs/worker_recovery.py) ----
 
     def accept(self, result: EngineResult) -> None:
         run, seq = result.tag
@@ -476,7 +427,3 @@ class GpuWorker:
                 self.close_timed(run)
             else:
                 self.close_run(run, count_attempt=count_attempt, reason=reason or "The worker running it stopped.")
-
-
-def poison_result(request: EngineRequest) -> EngineResult:
-    return EngineResult(request.custom_id, 500, {}, "", None, request.tag, failure=("engine_crashed", POISON_MESSAGE))
